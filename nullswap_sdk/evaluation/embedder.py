@@ -1,0 +1,81 @@
+"""Identity embeddings through the full photo path: detect -> align per recogniser -> embed.
+
+This is the attacker's path (DESIGN.md §4): a cloaked photo is re-detected from scratch,
+so a perturbation that only works with our own landmarks does not count.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..faces.align import align_face
+from ..faces.detect import Face, FaceDetector
+from ..faces.templates import get_template
+from ..recognisers.registry import get_recogniser_config
+
+__all__ = ["PhotoEmbedding", "PhotoEmbedder"]
+
+
+@dataclass
+class PhotoEmbedding:
+    face: Face | None  # the face that was embedded (largest detection), None if fell back
+    detected: bool  # False: no face found; embedded with the fallback landmarks
+    embeddings: dict[str, np.ndarray]  # recogniser -> (D,) L2-normalised
+
+
+class PhotoEmbedder:
+    """Embeds the largest face of a photo with several recognisers.
+
+    ONNX recognisers run on ONNX Runtime (their reference runtime); FaceNet on torch.
+    """
+
+    def __init__(self, recognisers: tuple[str, ...], detector: FaceDetector | None = None) -> None:
+        self.names = tuple(recognisers)
+        self.detector = detector or FaceDetector()
+        self._runners = {n: self._make_runner(n) for n in self.names}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _make_runner(name: str):
+        cfg = get_recogniser_config(name)
+        if cfg.loader == "onnx-torch":
+            from ..recognisers.model import OnnxRuntimeRecogniser
+
+            return OnnxRuntimeRecogniser(cfg)
+        import torch
+
+        from ..recognisers.model import load_recogniser
+
+        module = load_recogniser(cfg)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(x)).numpy()
+
+        return run
+
+    def largest_face(self, rgb: np.ndarray) -> Face | None:
+        faces = self.detector.detect(rgb)
+        if not faces:
+            return None
+        return max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+
+    def embed(self, rgb: np.ndarray, fallback: Face | None = None) -> PhotoEmbedding | None:
+        """Embed the largest detected face; if none is found use ``fallback``'s landmarks
+        (conservative: measures identity even when the cloak defeats detection)."""
+        face = self.largest_face(rgb)
+        detected = face is not None
+        if face is None:
+            face = fallback
+        if face is None:
+            return None
+        out = {}
+        for name in self.names:
+            cfg = get_recogniser_config(name)
+            crop, _ = align_face(rgb, face.landmarks, get_template(cfg.template))
+            x = crop.astype(np.float32).transpose(2, 0, 1)[None]
+            e = np.asarray(self._runners[name](x), np.float32).reshape(-1)
+            out[name] = e / max(float(np.linalg.norm(e)), 1e-12)
+        return PhotoEmbedding(face=face, detected=detected, embeddings=out)

@@ -1,0 +1,187 @@
+"""The protection-evaluation protocol of DESIGN.md §4.
+
+For each probe photo: cloak it (or read its cloaked copy), keep it as it would be saved,
+then measure identity cosine and Top-1 identification through the full photo path,
+quality (PSNR/SSIM, whole image and face box), and the same identity metrics after
+robustness transforms applied to the saved cloaked photo.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..imageio import load_image
+from .embedder import PhotoEmbedder
+from .metrics import psnr, ssim
+from .transforms import get_transform
+
+if TYPE_CHECKING:
+    from ..cloaker import Cloaker
+
+__all__ = ["EvalConfig", "Probe", "evaluate", "encode_as_saved"]
+
+DEFAULT_TRANSFORMS = ("jpeg90", "jpeg75", "jpeg50", "resize0.5", "resize0.25", "blur1")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    recognisers: tuple[str, ...]
+    transforms: tuple[str, ...] = DEFAULT_TRANSFORMS
+    save_quality: int = 95  # JPEG quality of the simulated save (the CLI default)
+
+
+@dataclass(frozen=True)
+class Probe:
+    identity: str
+    clean: Path
+    cloaked: Path | None = None  # None: the evaluator cloaks ``clean`` itself
+
+
+@dataclass
+class _Acc:
+    cos: dict = field(default_factory=dict)  # (variant, rec) -> [cosine clean vs cloaked]
+    cos_base: dict = field(default_factory=dict)  # (variant, rec) -> [cosine clean vs transformed clean]
+    hit: dict = field(default_factory=dict)  # (variant, rec) -> [top-1 correct on cloaked]
+    hit_base: dict = field(default_factory=dict)  # (variant, rec) -> [top-1 correct on clean]
+    detected: dict = field(default_factory=dict)  # variant -> [face re-detected in cloaked]
+    quality: dict = field(default_factory=dict)  # metric -> [value]
+    seconds_per_face: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+
+
+def encode_as_saved(rgb: np.ndarray, fmt: str, quality: int) -> np.ndarray:
+    """Round-trip through the format the CLI would save (JPEG q``quality`` or PNG)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    if fmt.upper() in ("JPEG", "JPG"):
+        Image.fromarray(rgb).save(buf, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
+    else:
+        Image.fromarray(rgb).save(buf, "PNG")
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _append(d: dict, key, value) -> None:
+    d.setdefault(key, []).append(value)
+
+
+def _nearest_is(identity: str, emb: np.ndarray, gallery_ids: list[str], gallery: np.ndarray) -> bool:
+    return gallery_ids[int(np.argmax(gallery @ emb))] == identity
+
+
+def evaluate(
+    probes: list[Probe],
+    gallery: list[tuple[str, Path]],
+    cfg: EvalConfig,
+    cloaker: "Cloaker | None" = None,
+    progress: bool = True,
+) -> dict:
+    """Run the protocol; returns a JSON-able report (see ``report.py`` for rendering)."""
+    if not probes:
+        raise ConfigError("no probe photos to evaluate", hint="check the data folder / split")
+    if cloaker is None and any(p.cloaked is None for p in probes):
+        raise ConfigError("probes without a cloaked copy need a cloaker", hint="pass --model or cloaked paths")
+    transforms = {name: get_transform(name) for name in cfg.transforms}
+    embedder = PhotoEmbedder(cfg.recognisers)
+
+    gallery_ids, gallery_embs = [], {r: [] for r in cfg.recognisers}
+    for ident, path in _progress(gallery, progress, "gallery"):
+        e = embedder.embed(load_image(path).rgb)
+        if e is None:
+            continue
+        gallery_ids.append(ident)
+        for r in cfg.recognisers:
+            gallery_embs[r].append(e.embeddings[r])
+    if not gallery_ids:
+        raise InputError("no face found in any gallery photo", hint="check the data folder")
+    G = {r: np.stack(v) for r, v in gallery_embs.items()}
+
+    acc = _Acc()
+    for probe in _progress(probes, progress, "probes"):
+        loaded = load_image(probe.clean)
+        clean = loaded.rgb
+        ref = embedder.embed(clean)
+        if ref is None:
+            acc.skipped.append(str(probe.clean))
+            continue
+        if probe.cloaked is not None:
+            cloaked = load_image(probe.cloaked).rgb
+            if cloaked.shape != clean.shape:
+                raise InputError(f"{probe.cloaked}: size {cloaked.shape} != clean {clean.shape}")
+        else:
+            t0 = time.perf_counter()
+            out, faces = cloaker.cloak(clean, return_faces=True)
+            if faces:
+                acc.seconds_per_face.append((time.perf_counter() - t0) / len(faces))
+            cloaked = encode_as_saved(out, loaded.format or "PNG", cfg.save_quality)
+        box = tuple(int(round(v)) for v in ref.face.box)
+        box = (max(box[0], 0), max(box[1], 0), min(box[2], clean.shape[1]), min(box[3], clean.shape[0]))
+        _append(acc.quality, "psnr", psnr(clean, cloaked))
+        _append(acc.quality, "ssim", ssim(clean, cloaked))
+        _append(acc.quality, "psnr_face", psnr(clean, cloaked, box=box))
+        _append(acc.quality, "ssim_face", ssim(clean, cloaked, box=box))
+
+        variants = [("none", cloaked, clean)] + [(n, t(cloaked), t(clean)) for n, t in transforms.items()]
+        for name, img, base_img in variants:
+            e = embedder.embed(img, fallback=ref.face)
+            b = ref if name == "none" else embedder.embed(base_img, fallback=ref.face)
+            _append(acc.detected, name, e.detected)
+            for r in cfg.recognisers:
+                _append(acc.cos, (name, r), float(ref.embeddings[r] @ e.embeddings[r]))
+                _append(acc.cos_base, (name, r), float(ref.embeddings[r] @ b.embeddings[r]))
+                _append(acc.hit, (name, r), _nearest_is(probe.identity, e.embeddings[r], gallery_ids, G[r]))
+                _append(acc.hit_base, (name, r), _nearest_is(probe.identity, b.embeddings[r], gallery_ids, G[r]))
+    return _summarise(acc, cfg, cloaker, len(probes), len(gallery_ids))
+
+
+def _progress(items: Iterable, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="photo", leave=False)
+
+
+def _mean(v) -> float:
+    return round(float(np.mean(v)), 4) if len(v) else float("nan")
+
+
+def _summarise(acc: _Acc, cfg: EvalConfig, cloaker, n_probes: int, n_gallery: int) -> dict:
+    variants = ["none", *cfg.transforms]
+    identity = {}
+    for v in variants:
+        identity[v] = {
+            "face_redetected": _mean(acc.detected.get(v, [])),
+            "recognisers": {
+                r: {
+                    "cosine": _mean(acc.cos.get((v, r), [])),
+                    "cosine_clean_baseline": _mean(acc.cos_base.get((v, r), [])),
+                    "top1": _mean(acc.hit.get((v, r), [])),
+                    "top1_clean": _mean(acc.hit_base.get((v, r), [])),
+                }
+                for r in cfg.recognisers
+            },
+        }
+    q = {k: _mean(v) for k, v in sorted(acc.quality.items())}
+    if acc.quality.get("psnr"):
+        q["psnr_min"] = round(float(np.min(acc.quality["psnr"])), 4)
+        q["psnr_face_min"] = round(float(np.min(acc.quality["psnr_face"])), 4)
+    spf = acc.seconds_per_face
+    return {
+        "config": asdict(cfg),
+        "method": cloaker.describe() if cloaker is not None else {"method": "precomputed"},
+        "counts": {"probes": n_probes, "evaluated": n_probes - len(acc.skipped), "gallery": n_gallery,
+                   "skipped_no_face": len(acc.skipped)},
+        "quality": q,
+        "identity": identity,
+        # Wall-clock figures vary run to run; everything above is deterministic.
+        "timing": {"seconds_per_face_median": round(statistics.median(spf), 4) if spf else None,
+                   "faces_timed": len(spf)},
+    }

