@@ -76,7 +76,7 @@ def run_cloak(args) -> int:
             n_faces += len(faces)
             dst.parent.mkdir(parents=True, exist_ok=True)
             save_image(
-                dst, out, format=img.format, quality=args.quality, alpha=img.alpha,
+                dst, out, format=None, quality=args.quality, alpha=img.alpha,
                 exif=img.exif if args.keep_metadata else None,
                 icc_profile=img.icc_profile,  # colour profile is not personal data
                 overwrite=args.overwrite or args.in_place,

@@ -67,6 +67,8 @@ class Cloaker:
         return cls(build_method(name, **overrides))
 
     def __repr__(self) -> str:
+        if self.method is None:
+            return "Cloaker(closed)"
         d = self.method.describe()
         dev = d.get("config", {}).get("device", "cpu")
         return f"Cloaker(model={self.method.name!r}, backend='torch', device={dev!r})"

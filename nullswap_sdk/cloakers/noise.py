@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 
 from ..faces.templates import get_template
-from .pgd import crop_feather_mask
+from ..faces.paste import feather_mask
 
 __all__ = ["NoiseCloaker"]
 
@@ -19,10 +19,10 @@ class NoiseCloaker:
 
     name = "noise"
 
-    def __init__(self, psnr: float = 41.0, template: str = "cloak256", feather: float = 0.12) -> None:
+    def __init__(self, psnr: float = 41.0, template: str = "cloak256", feather: float = 0.0625) -> None:
         self.psnr = float(psnr)
         self.template = template
-        self._mask = crop_feather_mask(get_template(template).size, feather)[..., None]
+        self._mask = feather_mask(get_template(template).size, feather)[..., None]
 
     def describe(self) -> dict:
         return {"method": "noise", "config": {"psnr": self.psnr, "template": self.template}}

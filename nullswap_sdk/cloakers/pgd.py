@@ -18,13 +18,14 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..faces.align import estimate_similarity, warp_affine_torch
+from ..faces.paste import feather_mask
 from ..faces.templates import get_template
 from ..recognisers.builtin import WHITEBOX_DEFAULT
 from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
 from .eot import EOTConfig, jitter_affine, random_degrade
 
-__all__ = ["PGDConfig", "PGDCloaker", "crop_feather_mask"]
+__all__ = ["PGDConfig", "PGDCloaker"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class PGDConfig:
     momentum: float = 0.9
     eot_samples: int = 1  # random alignments/degradations per step, beside the exact one
     eot: EOTConfig = field(default_factory=EOTConfig)
-    feather: float = 0.12  # fraction of the crop over which the mask fades to 0 at its border
+    feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
 
@@ -53,15 +54,6 @@ class PGDConfig:
                 )
 
 
-def crop_feather_mask(size: int, feather: float) -> np.ndarray:
-    """(S, S) float32 mask: 1 inside, smooth cosine falloff to 0 over ``feather*size`` px."""
-    ramp = max(1.0, feather * size)
-    d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32) + 0.5
-    r = np.clip(d / ramp, 0.0, 1.0)
-    r = 0.5 - 0.5 * np.cos(np.pi * r)
-    return np.outer(r, r).astype(np.float32)
-
-
 class PGDCloaker:
     """Implements ``CloakMethod`` by per-image optimisation against white-box recognisers."""
 
@@ -72,7 +64,7 @@ class PGDCloaker:
         self.template = self.config.template
         tpl = get_template(self.template)
         self._size = tpl.size
-        self._mask = torch.from_numpy(crop_feather_mask(tpl.size, self.config.feather))
+        self._mask = torch.from_numpy(feather_mask(tpl.size, self.config.feather))
         self._models = [load_recogniser(n, self.config.device) for n in self.config.recognisers]
         # Crop -> recogniser-template transform: the same for every face, because all
         # templates are similarity copies of one landmark layout.

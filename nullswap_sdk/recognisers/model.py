@@ -117,6 +117,7 @@ class OnnxRuntimeRecogniser:
         if cfg.loader != "onnx-torch":
             raise ConfigError(f"{cfg.name!r} is not an ONNX model", hint="use load_recogniser() for torch")
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # initializer-in-inputs warnings of converted graphs are noise
         if threads:
             opts.intra_op_num_threads = threads
         self.cfg = cfg
