@@ -106,6 +106,24 @@ def normalise_numpy(cfg: RecogniserConfig, x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _clean_onnx_bytes(path) -> bytes:
+    """The model with graph inputs that are unused or backed by initializers removed.
+
+    Converted graphs (SFace) declare their weights as overridable inputs; ORT then demands
+    values for them and cannot fold constants. Only the data input should remain.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    used = {name for n in g.node for name in n.input}
+    keep = [i for i in g.input if i.name not in inits and i.name in used]
+    del g.input[:]
+    g.input.extend(keep)
+    return model.SerializeToString()
+
+
 class OnnxRuntimeRecogniser:
     """Runs an ONNX recogniser with ONNX Runtime (reference runtime; no gradients)."""
 
@@ -117,14 +135,20 @@ class OnnxRuntimeRecogniser:
         if cfg.loader != "onnx-torch":
             raise ConfigError(f"{cfg.name!r} is not an ONNX model", hint="use load_recogniser() for torch")
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3  # initializer-in-inputs warnings of converted graphs are noise
+        opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
         self.cfg = cfg
-        self.session = ort.InferenceSession(str(verified_file(cfg)), opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.session = ort.InferenceSession(_clean_onnx_bytes(verified_file(cfg)), opts,
+                                            providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self._fixed_batch = isinstance(inp.shape[0], int)  # e.g. SFace is exported at batch 1
 
     def __call__(self, aligned_rgb: np.ndarray) -> np.ndarray:
         """``aligned_rgb``: (B, 3, S, S) float32 RGB [0, 255] -> (B, D) float32."""
         x = normalise_numpy(self.cfg, aligned_rgb)
+        if self._fixed_batch:
+            outs = [self.session.run(None, {self.input_name: x[i : i + 1]})[0] for i in range(len(x))]
+            return np.concatenate(outs).reshape(len(x), -1)
         return self.session.run(None, {self.input_name: x})[0].reshape(len(x), -1)
