@@ -7,6 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Two OpenMP threads on a 2-core machine that is also running anything else spin-wait
+# badly (measured: PGD 27 s vs 1.3 s per face). Tests pin torch to one thread.
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 DATA_DIR = Path(os.environ.get("NULLSWAP_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

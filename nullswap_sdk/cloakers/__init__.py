@@ -26,11 +26,16 @@ def _noise(**kw) -> CloakMethod:
     return NoiseCloaker(**kw)
 
 
+def _noise_strong(**kw) -> CloakMethod:
+    return _noise(**{"psnr": 38.0, **kw})
+
+
 # name -> (factory, one-line description)
 METHODS: dict[str, tuple[Callable[..., CloakMethod], str]] = {
     "pgd": (_pgd, "per-image PGD vs SFace+FaceNet, L∞ 8, PSNR floor 41 dB (strong, slow)"),
     "pgd-strong": (_pgd_strong, "per-image PGD, L∞ 12, PSNR floor 38 dB (stronger, more visible)"),
     "noise": (_noise, "random Gaussian noise at 41 dB PSNR (baseline: no real protection)"),
+    "noise-strong": (_noise_strong, "random Gaussian noise at 38 dB PSNR (baseline for pgd-strong)"),
 }
 
 

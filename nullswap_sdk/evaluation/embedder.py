@@ -28,7 +28,6 @@ class PhotoEmbedding:
 class PhotoEmbedder:
     """Embeds the largest face of a photo with several recognisers.
 
-    ONNX recognisers run on ONNX Runtime (their reference runtime); FaceNet on torch.
     """
 
     def __init__(self, recognisers: tuple[str, ...], detector: FaceDetector | None = None) -> None:
@@ -39,19 +38,17 @@ class PhotoEmbedder:
 
     @staticmethod
     def _make_runner(name: str):
-        cfg = get_recogniser_config(name)
-        if cfg.loader == "onnx-torch":
-            from ..recognisers.model import OnnxRuntimeRecogniser
-
-            return OnnxRuntimeRecogniser(cfg)
+        # Torch ports for every recogniser: one code path, parity-tested against ONNX Runtime
+        # / cv2.dnn to cosine >= 0.9999 (tests/test_recognisers_onnx.py, test_facenet.py).
+        # ORT would dequantise SFace's int8 weights on every call (~4x slower here).
         import torch
 
         from ..recognisers.model import load_recogniser
 
-        module = load_recogniser(cfg)
+        module = load_recogniser(get_recogniser_config(name))
 
         def run(x: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
+            with torch.inference_mode():
                 return module(torch.from_numpy(x)).numpy()
 
         return run

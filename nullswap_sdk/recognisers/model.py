@@ -127,7 +127,7 @@ def _clean_onnx_bytes(path) -> bytes:
 class OnnxRuntimeRecogniser:
     """Runs an ONNX recogniser with ONNX Runtime (reference runtime; no gradients)."""
 
-    def __init__(self, cfg: RecogniserConfig, threads: int | None = None) -> None:
+    def __init__(self, cfg: RecogniserConfig, threads: int | None = 1) -> None:
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -138,6 +138,8 @@ class OnnxRuntimeRecogniser:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        # Spinning threads starve everything else on small (2-core) machines.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.cfg = cfg
         self.session = ort.InferenceSession(_clean_onnx_bytes(verified_file(cfg)), opts,
                                             providers=["CPUExecutionProvider"])

