@@ -79,25 +79,23 @@ class PGDCloaker:
         d["eot"] = asdict(self.config.eot)
         return {"method": "pgd", "config": d}
 
-    def _embed(self, k: int, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def _embed(self, k: int, x: torch.Tensor, gen: torch.Generator | None, n_eot: int = 0) -> torch.Tensor:
+        """(1 + n_eot, B, D) unit embeddings: the exact alignment, then ``n_eot`` random
+        re-alignments + degradations, all in one forward pass of recogniser ``k``."""
         m, A = self._models[k], self._affines[k]
-        s = m.cfg.input_size
-        A = A.expand(x.shape[0], 2, 3)
-        if gen is not None:
-            A = jitter_affine(A, (s - 1) / 2, self.config.eot, gen)
-        xi = warp_affine_torch(x, A, (s, s))
-        if gen is not None:
-            xi = random_degrade(xi, self.config.eot, gen).clamp(0, 255)
-        return F.normalize(m(xi), dim=1)
+        s, B = m.cfg.input_size, x.shape[0]
+        A = A.to(x.device).expand(B, 2, 3)
+        views = [warp_affine_torch(x, A, (s, s))]
+        if n_eot:
+            xr = x.repeat(n_eot, 1, 1, 1)
+            Aj = jitter_affine(A.repeat(n_eot, 1, 1), (s - 1) / 2, self.config.eot, gen)
+            views.append(random_degrade(warp_affine_torch(xr, Aj, (s, s)), self.config.eot, gen).clamp(0, 255))
+        e = F.normalize(m(torch.cat(views, 0)), dim=1)
+        return e.reshape(1 + n_eot, B, -1)
 
     def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-        """Mean identity cosine over recognisers (and EOT samples), per sample (B,)."""
-        c = self.config
-        terms = []
-        for k, ref in enumerate(refs):
-            terms.append((self._embed(k, x, None) * ref).sum(1))
-            for _ in range(c.eot_samples):
-                terms.append((self._embed(k, x, gen) * ref).sum(1))
+        """Mean identity cosine over recognisers and views, per sample (B,)."""
+        terms = [(self._embed(k, x, gen, self.config.eot_samples) * ref).sum(2).mean(0) for k, ref in enumerate(refs)]
         return torch.stack(terms, 0).mean(0)
 
     def perturb(self, crops: np.ndarray) -> np.ndarray:
@@ -112,7 +110,7 @@ class PGDCloaker:
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(c.device)
         mask = self._mask.to(x.device)
         with torch.no_grad():
-            refs = [self._embed(k, x, None) for k in range(len(self._models))]
+            refs = [self._embed(k, x, None)[0] for k in range(len(self._models))]
         step = c.step_size or 2.5 * c.eps / c.steps
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
         # ``delta`` is the applied perturbation; the feather mask scales its per-pixel

@@ -1,0 +1,34 @@
+"""Each recogniser, through our detection + alignment, separates LFW identities."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import data_path
+
+
+@pytest.mark.slow
+def test_lfw_pair_separation():
+    from nullswap_sdk.errors import ModelError
+    from nullswap_sdk.evaluation import datasets
+    from nullswap_sdk.evaluation.verification import pair_separation
+    from nullswap_sdk.recognisers import list_recognisers
+    from nullswap_sdk.recognisers.registry import get_recogniser_config, resolve_file
+
+    data_path("lfw")
+    names = []
+    for n in list_recognisers():
+        try:
+            resolve_file(get_recogniser_config(n))
+            names.append(n)
+        except ModelError:
+            pass
+    if not names:
+        pytest.skip("no recogniser files available")
+    ids = datasets.lfw_identities()
+    _, val = datasets.split_identities(ids)
+    pairs = datasets.lfw_pairs({n: ids[n] for n in val}, 40, 40)
+    res = pair_separation(tuple(names), pairs)
+    for name, r in res.items():
+        assert r["pairs"] >= 70, (name, r)
+        assert r["auc"] > 0.95, (name, r)  # model cards report 0.996-0.999 on 600 pairs
+        assert r["cos_same"] > r["cos_diff"] + 0.2, (name, r)
