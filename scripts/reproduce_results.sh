@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Reproduces every figure in docs/RESULTS.md (CPU; about 40 minutes on 2 cores).
+# Reproduces every figure in docs/RESULTS.md (CPU; about 40 minutes on a quiet 2-core machine).
 # Needs ../shared/data and ../shared/models (or NULLSWAP_DATA_DIR / NULLSWAP_MODELS_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-50}          # probe identities from the LFW validation split
+N=${N:-30}          # probe identities from the LFW validation split
 STEPS=${STEPS:-30}  # PGD steps
 out=docs/results
+OMP_NUM_THREADS=1 python3 -m nullswap_sdk.evaluation.verification --pairs 300 > "$out/lfw_verification.md"
 export OMP_NUM_THREADS=1  # steadier timings on a shared 2-core machine
 for model in noise noise-strong; do
   nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --out "$out/lfw_$model"

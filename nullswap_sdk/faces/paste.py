@@ -6,9 +6,9 @@ so memory stays O(face) even on 100-megapixel photos. Pixels outside the footpri
 never written: they stay bit-identical.
 
 Feather default (0.0625 of the crop side): in the ``cloak256`` template the widest
-recogniser crop (FaceNet 160, face_fraction 0.8) ends 16 px = 6.25 % inside the crop edge,
-so the mask reaches full strength exactly where every recogniser looks, and the 16 px
-smoothstep ramp hides the seam of a perturbation that is a few grey levels strong.
+recogniser crop (FaceNet 160, face_fraction 0.9) ends 28 px inside the crop edge, so the
+16 px smoothstep ramp reaches full strength before any recogniser looks, and hides the seam
+of a perturbation that is a few grey levels strong.
 """
 from __future__ import annotations
 

@@ -57,7 +57,9 @@ TEMPLATES: dict[str, Template] = {
         scaled_arcface("arcface112", 112),
         scaled_arcface("arcface224", 224),  # faceres: ArcFace points x2
         # FaceNet (CASIA, davidsandberg) was trained on looser MTCNN crops than ArcFace.
-        scaled_arcface("facenet160", 160, face_fraction=0.8),
+        # LFW ROC AUC over 1000+1000 pairs by face_fraction: 1.1: 0.985, 1.0: 0.990,
+        # 0.9: 0.990, 0.8: 0.982 (0.7: 0.959 on 300+300); 0.9 keeps a little more context.
+        scaled_arcface("facenet160", 160, face_fraction=0.9),
         # The cloaker's working crop: margin enough to contain every recogniser's crop.
         scaled_arcface("cloak256", 256, face_fraction=0.7),
     )
