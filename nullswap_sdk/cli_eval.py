@@ -79,7 +79,8 @@ def run_eval(args) -> int:
 
         cloaker = Cloaker.from_pretrained(args.model, **({"steps": args.steps} if args.steps else {}))
     report = evaluate(probes, gallery, EvalConfig(recognisers=recs), cloaker=cloaker, progress=not args.quiet)
-    title = args.title or f"{args.dataset or args.clean}: {report['method'].get('method')}"
+    name = "precomputed" if args.cloaked else (args.model or "default")
+    title = args.title or f"{args.dataset or args.clean}: {name}"
     js, md_path = write_report(report, args.out, title)
     if not args.quiet:
         print(to_markdown(report, title))

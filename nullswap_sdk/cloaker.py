@@ -56,12 +56,17 @@ class Cloaker:
     ) -> "Cloaker":
         """Build a cloaker by model name (``nullswap info`` lists them).
 
+        ``name_or_path``: a model name, or a ``.safetensors`` file written by training.
         ``backend``/``device``: ``auto`` picks torch on CPU for the current methods.
         ``overrides`` go to the method's config (e.g. ``steps=20`` for PGD).
         """
         name = name_or_path or DEFAULT_MODEL
         if backend not in ("auto", "torch"):
             raise ConfigError(f"backend {backend!r} is not available for {name!r}", hint="use backend='auto' or 'torch'")
+        if str(name).endswith(".safetensors"):  # trained network weights (training/)
+            from .network.cloaker import NetworkCloaker
+
+            return cls(NetworkCloaker(name, device=device or "cpu", **overrides))
         if device is not None and name.startswith("pgd"):
             overrides.setdefault("device", device)
         return cls(build_method(name, **overrides))
@@ -70,7 +75,7 @@ class Cloaker:
         if self.method is None:
             return "Cloaker(closed)"
         d = self.method.describe()
-        dev = d.get("config", {}).get("device", "cpu")
+        dev = getattr(self.method, "device", None) or d.get("config", {}).get("device", "cpu")
         return f"Cloaker(model={self.method.name!r}, backend='torch', device={dev!r})"
 
     def __enter__(self) -> "Cloaker":

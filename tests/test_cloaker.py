@@ -88,3 +88,19 @@ def test_repr_and_context_manager():
         assert "noise" in repr(c) and "backend" in repr(c)
     with pytest.raises(ConfigError):
         c.cloak(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_from_pretrained_network_weights(tmp_path, lfw_rgb):
+    """A weights file written by training plugs into the same Cloaker path."""
+    import torch
+
+    from nullswap_sdk.network.cloaker import save_network
+    from nullswap_sdk.network.model import NetworkConfig, NullSwapNet
+
+    torch.manual_seed(0)
+    path = save_network(NullSwapNet(NetworkConfig()), tmp_path / "net.safetensors")
+    c = Cloaker.from_pretrained(str(path))
+    assert "nullswap-net" in repr(c)
+    out, faces = c.cloak(lfw_rgb, return_faces=True)
+    assert out.shape == lfw_rgb.shape and len(faces) == 1
+    assert np.array_equal(out, c.cloak(lfw_rgb))  # deterministic in eval mode

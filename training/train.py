@@ -1,0 +1,321 @@
+"""Train the NullSwap cloaking network.
+
+    python -m training.train --out runs/NAME [--config cfg.json] [--set dlw.alpha=3 ...]
+                             [--steps N] [--time-limit S] [--fresh]
+
+Re-running the same command resumes from ``runs/NAME/latest.pt`` (same config required).
+Outputs in ``--out``: config.json, metrics.jsonl (train and val records), latest.pt,
+best.pt, best.safetensors (eval-ready weights for ``NetworkCloaker``), last.safetensors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nullswap_sdk.errors import ConfigError, NullSwapError
+from nullswap_sdk.network import NullSwapNet, PatchDiscriminator, count_flops, count_params, save_network
+from nullswap_sdk.network.model import working_template
+from nullswap_sdk.recognisers.model import load_recogniser
+from nullswap_sdk.recognisers.registry import get_recogniser_config, with_file
+
+from .config import TrainConfig, apply_overrides, load_config
+from .data import BatchSampler, CropSet, load_crops
+from .dlw import DynamicLossWeighting
+from .losses import AlignedEmbedder, IdentityLoss, d_loss, g_adv_loss, mse_loss, ssim
+
+# Keys that may change between a run and its resumption.
+_RESUMABLE_CHANGES = {"steps", "time_limit_s", "log_every", "val_every", "ckpt_every", "threads", "device"}
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device=cuda requested but CUDA is not available", hint="use --set device=cpu")
+    return torch.device(cfg.device)
+
+
+def _recogniser(name: str, cfg: TrainConfig, device) -> torch.nn.Module:
+    rc = get_recogniser_config(name)
+    if name in cfg.recogniser_files:
+        rc = with_file(rc, str(Path(cfg.recogniser_files[name]).resolve()))  # relative: to the cwd
+    return load_recogniser(rc, str(device))
+
+
+def _psnr(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, train: CropSet | None = None, val: CropSet | None = None) -> None:
+        self.cfg, self.out = cfg, out
+        self.device = dev = _device(cfg)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        if dev.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        self.amp = cfg.amp and dev.type == "cuda"
+        if train is None or val is None:
+            train, val = load_crops(cfg.data, cfg.network)
+        self.train_set, self.val_set = train, val
+        self.sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed)
+        self.steps_per_epoch = cfg.steps_per_epoch or self.sampler.per_epoch
+        recs = [_recogniser(n, cfg, dev) for n in cfg.recognisers]
+        self.idloss = IdentityLoss(recs, working_template(cfg.network), cfg.eot)
+        # Validation recognisers: embeddings only, under no_grad; never touch the loss.
+        vnames = [n for n in cfg.val_recognisers if self._available(n)]
+        self.val_embedder = AlignedEmbedder([_recogniser(n, cfg, dev) for n in vnames],
+                                            working_template(cfg.network)) if vnames else None
+        self.G = NullSwapNet(cfg.network).to(dev)
+        self.D = PatchDiscriminator(cfg.discriminator).to(dev)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
+        self.dlw = DynamicLossWeighting(len(recs), cfg.dlw)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # EOT draws (CPU generator works for CUDA)
+        self.step, self.best = 0, math.inf
+        self._val_refs: dict[tuple[str, int], torch.Tensor] = {}  # clean val embeddings, computed once
+        self._stop = False
+
+    @staticmethod
+    def _available(name: str) -> bool:
+        try:
+            from nullswap_sdk.recognisers.registry import resolve_file
+            resolve_file(get_recogniser_config(name))
+            return True
+        except NullSwapError:
+            print(f"[train] validation recogniser {name!r} not available: skipped", flush=True)
+            return False
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"step": self.step, "best": self.best, "config": json.dumps(self.cfg.to_dict(), sort_keys=True),
+                "G": self.G.state_dict(), "D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "dlw": json.dumps(self.dlw.state_dict()),
+                "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.zeros(0)}
+
+    def save(self, name: str) -> None:
+        tmp = self.out / (name + ".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, self.out / name)
+
+    def load(self, path: Path) -> None:
+        ck = torch.load(path, map_location=self.device, weights_only=True)
+        old, new = json.loads(ck["config"]), json.loads(json.dumps(self.cfg.to_dict()))  # tuples → lists
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
+        if diff:
+            raise ConfigError(f"{path} was trained with a different config ({diff})",
+                              hint="resume with the same config, or pass --fresh / a new --out")
+        self.G.load_state_dict(ck["G"])
+        self.D.load_state_dict(ck["D"])
+        self.opt_g.load_state_dict(ck["opt_g"])
+        self.opt_d.load_state_dict(ck["opt_d"])
+        self.dlw.load_state_dict(json.loads(ck["dlw"]))
+        self.gen.set_state(ck["gen"].cpu())
+        torch.set_rng_state(ck["torch_rng"].cpu())
+        if self.device.type == "cuda" and ck["cuda_rng"].numel():
+            torch.cuda.set_rng_state(ck["cuda_rng"].cpu())
+        self.step, self.best = int(ck["step"]), float(ck["best"])
+
+    # -- one iteration --------------------------------------------------------------------
+    def _batch(self, step: int) -> torch.Tensor:
+        idx = np.sort(self.sampler.indices(step))  # sorted: mmap reads stay sequential
+        x = np.asarray(self.train_set.crops[idx])
+        flip = np.random.default_rng([self.cfg.seed, step, 7]).random(len(idx)) < self.cfg.data.hflip
+        x[flip] = x[flip, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2).float()
+
+    def _lr(self, step: int, base: float) -> float:
+        r = self.cfg.lr_min_ratio
+        return base * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * min(step / self.cfg.steps, 1.0))))
+
+    def train_step(self) -> dict:
+        cfg, lc = self.cfg, self.cfg.loss
+        for opt, base in ((self.opt_g, cfg.lr), (self.opt_d, cfg.lr_d)):
+            for g in opt.param_groups:
+                g["lr"] = self._lr(self.step, base)
+        x = self._batch(self.step)
+        epoch = self.step // self.steps_per_epoch
+        use_adv = lc.w_adv > 0 and self.step >= lc.adv_start
+        self.G.train()
+        self.D.requires_grad_(False)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            cloaked = self.G(x)
+            refs = self.idloss.references(x)
+            cos = self.idloss.cosines(cloaked.float(), refs, self.gen)
+            L = [c.float().mean() for c in cos]
+            w = self.dlw.update([v.item() for v in L], epoch)
+            l_id = sum(float(wi) * li for wi, li in zip(w, L))
+            cl = cloaked.float()
+            l_mse = mse_loss(cl, x, lc.psnr_ref)
+            s = ssim(cl, x).mean()
+            l_adv = g_adv_loss(self.D(cloaked).float(), lc.adv_mode) if use_adv else cl.new_zeros(())
+            ramp = min(1.0, self.step / lc.quality_warmup) if lc.quality_warmup > 0 else 1.0
+            loss = lc.w_id * l_id + ramp * (lc.w_mse * l_mse + lc.w_ssim * (1 - s)) + lc.w_adv * l_adv
+        if not torch.isfinite(loss):
+            raise ConfigError(f"loss became {loss.item()} at step {self.step}", hint="lower lr or resume from best.pt")
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.G.parameters(), cfg.grad_clip)
+        self.opt_g.step()
+        ld = torch.zeros(())
+        if lc.w_adv > 0:
+            self.D.requires_grad_(True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                ld = d_loss(self.D(x).float(), self.D(cloaked.detach()).float(), lc.adv_mode)
+            self.opt_d.zero_grad(set_to_none=True)
+            ld.backward()
+            self.opt_d.step()
+        mse_px = float((cl.detach() - x).pow(2).mean())
+        rec = {"loss": loss.item(), "l_id": l_id.item(), "mse_rel": l_mse.item(), "ssim": s.item(),
+               "psnr": _psnr(mse_px), "adv": l_adv.item(), "d": ld.item(), "grad_norm": gnorm.item()}
+        for i, (n, v, wi) in enumerate(zip(self.idloss.names, L, w)):
+            rec[f"cos_{n}"], rec[f"w_{n}"] = v.item(), float(wi)
+            if "var" in self.dlw.last:  # to judge α against the size of σ² and Δ
+                rec[f"dlwvar_{n}"], rec[f"dlwdelta_{n}"] = self.dlw.last["var"][i], self.dlw.last["delta"][i]
+        return rec
+
+    # -- validation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        import cv2
+
+        self.G.eval()
+        vs = self.val_set.crops
+        losses = [(self.idloss, n) for n in self.idloss.names]
+        if self.val_embedder is not None:
+            losses += [(self.val_embedder, n) for n in self.val_embedder.names]
+        sums: dict[str, float] = {}
+        n_tot, mse_tot, ssim_tot = 0, 0.0, 0.0
+        for b in range(0, len(vs), 16):
+            x = torch.from_numpy(np.array(vs[b:b + 16])).to(self.device).permute(0, 3, 1, 2).float()
+            out = self.G(x).round().clamp(0, 255)  # as saved: uint8
+            u8 = out.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()
+            jp = np.stack([cv2.imdecode(cv2.imencode(".jpg", np.ascontiguousarray(c[:, :, ::-1]),
+                                                     [cv2.IMWRITE_JPEG_QUALITY, 75])[1], 1)[:, :, ::-1] for c in u8])
+            xj = torch.from_numpy(np.ascontiguousarray(jp)).to(self.device).permute(0, 3, 1, 2).float()
+            for il, n in losses:
+                i = il.names.index(n)
+                key = (n, b)
+                if key not in self._val_refs:
+                    self._val_refs[key] = il.embed(i, x).cpu()
+                ref = self._val_refs[key].to(self.device)
+                sums[f"val_cos_{n}"] = sums.get(f"val_cos_{n}", 0.0) + float((il.embed(i, out) * ref).sum())
+                sums[f"val_cos_{n}_jpeg75"] = sums.get(f"val_cos_{n}_jpeg75", 0.0) + float((il.embed(i, xj) * ref).sum())
+            mse_tot += float((out - x).pow(2).mean(dim=(1, 2, 3)).sum())
+            ssim_tot += float(ssim(out, x).sum())
+            n_tot += len(x)
+        rec = {k: v / n_tot for k, v in sums.items()}
+        rec["val_psnr"] = _psnr(mse_tot / n_tot)
+        rec["val_ssim"] = ssim_tot / n_tot
+        wb = [rec[f"val_cos_{n}"] for n in self.idloss.names] + [rec[f"val_cos_{n}_jpeg75"] for n in self.idloss.names]
+        # Model selection on white-box numbers only: faceres is reported, never optimised for.
+        rec["val_score"] = float(np.mean(wb))
+        return rec
+
+    # -- loop -----------------------------------------------------------------------------
+    def _log(self, rec: dict) -> None:
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def _on_val(self, rec: dict) -> None:
+        self._log({"step": self.step, "kind": "val", **rec})
+        print(f"[val] step {self.step} " + " ".join(f"{k[4:]}={v:.3f}" for k, v in rec.items()), flush=True)
+        if rec["val_score"] < self.best:
+            self.best = rec["val_score"]
+            self.save("best.pt")
+            save_network(self.G, self.out / "best.safetensors", {"step": self.step, **rec})
+
+    def run(self) -> None:
+        cfg = self.cfg
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        t_start, times, acc = time.time(), [], {}
+        if self.step == 0:
+            print(f"[train] G params {count_params(self.G)}, {count_flops(self.G, cfg.network.size) / 1e9:.3f} GFLOP/face; "
+                  f"{len(self.train_set)} train / {len(self.val_set)} val crops; device {self.device}", flush=True)
+            self._on_val(self.validate())
+        while self.step < cfg.steps and not self._stop:
+            t0 = time.time()
+            rec = self.train_step()
+            self.step += 1
+            times.append(time.time() - t0)
+            for k, v in rec.items():
+                acc[k] = acc.get(k, 0.0) + v
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                n = self.step % cfg.log_every or cfg.log_every
+                avg = {k: v / n for k, v in acc.items()}
+                sps = float(np.median(times[-50:]))
+                self._log({"step": self.step, "kind": "train", "epoch": self.step // self.steps_per_epoch,
+                           "sec_per_step": sps, "lr": self._lr(self.step, cfg.lr), **avg})
+                cos = " ".join(f"{k[4:]}={avg[k]:.3f}" for k in avg if k.startswith("cos_"))
+                wts = " ".join(f"{avg[k]:.2f}" for k in avg if k.startswith("w_"))
+                print(f"[train] step {self.step}/{cfg.steps} loss={avg['loss']:.4f} {cos} w=[{wts}] "
+                      f"psnr={avg['psnr']:.1f} ssim={avg['ssim']:.4f} {sps:.2f}s/step "
+                      f"ETA {sps * (cfg.steps - self.step) / 60:.1f} min", flush=True)
+                acc = {}
+            timed_out = cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps or timed_out or self._stop:
+                self._on_val(self.validate())
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or timed_out or self._stop:
+                self.save("latest.pt")
+            if timed_out:
+                print(f"[train] time limit {cfg.time_limit_s}s reached at step {self.step}; resumable", flush=True)
+                break
+        self.save("latest.pt")
+        save_network(self.G, self.out / "last.safetensors", {"step": self.step})
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """After a crash, drop log records newer than the checkpoint we resume from."""
+    if path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="run folder (created; resumed if it holds latest.pt)")
+    ap.add_argument("--config", help="TrainConfig JSON (default: built-in defaults)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. dlw.alpha=3")
+    ap.add_argument("--steps", type=int)
+    ap.add_argument("--time-limit", type=float, help="seconds; stop cleanly (resumable) after it")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    args = ap.parse_args(argv)
+    try:
+        cfg = apply_overrides(load_config(args.config), args.set)
+        if args.steps is not None:
+            cfg = replace(cfg, steps=args.steps)
+        if args.time_limit is not None:
+            cfg = replace(cfg, time_limit_s=args.time_limit)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        trainer = Trainer(cfg, out)
+        latest = out / "latest.pt"
+        if latest.is_file() and not args.fresh:
+            trainer.load(latest)
+            _truncate_log(out / "metrics.jsonl", trainer.step)
+            print(f"[train] resumed from {latest} at step {trainer.step}", flush=True)
+        elif args.fresh:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        cfg.save(out / "config.json")
+        trainer.run()
+    except NullSwapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
