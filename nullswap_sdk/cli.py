@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-metadata", action="store_true", help="keep EXIF (GPS included) and ICC")
     c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --set psnr_floor=38 (repeatable)")
 
     e = sub.add_parser("eval", help="measure protection and quality (DESIGN.md §4 protocol)")
     src = e.add_mutually_exclusive_group(required=True)
@@ -39,11 +41,31 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--recognisers", default=None, help="comma list (default: every available recogniser)")
     e.add_argument("--limit", type=int, default=None, help="at most this many probe identities")
     e.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. --set psnr=35 (repeatable)")
     e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
     e.add_argument("--title", default=None, help="Markdown heading")
 
     sub.add_parser("info", help="models, recognisers, backends and versions")
     return p
+
+
+def parse_overrides(args) -> dict:
+    """``--steps`` and ``--set KEY=VALUE`` (VALUE parsed as JSON when it can be) as kwargs."""
+    import json
+
+    from .errors import ConfigError
+
+    out = {"steps": args.steps} if getattr(args, "steps", None) else {}
+    for item in getattr(args, "overrides", []):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}", hint="e.g. --set psnr_floor=38")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,12 +57,12 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str | None, in_place: b
 def run_cloak(args) -> int:
     from tqdm import tqdm
 
+    from .cli import parse_overrides
     from .cloaker import Cloaker
     from .imageio import load_image, save_image
 
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
-    overrides = {"steps": args.steps} if args.steps else {}
-    cloaker = Cloaker.from_pretrained(args.model, **overrides)
+    cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
     log.info("%r on %d file(s)", cloaker, len(pairs))
     n_faces = n_noface = 0
     failures: list[tuple[Path, str]] = []

@@ -75,9 +75,10 @@ def run_eval(args) -> int:
     probes, gallery = build_sets(args)
     cloaker = None
     if not args.cloaked:
+        from .cli import parse_overrides
         from .cloaker import Cloaker
 
-        cloaker = Cloaker.from_pretrained(args.model, **({"steps": args.steps} if args.steps else {}))
+        cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
     report = evaluate(probes, gallery, EvalConfig(recognisers=recs), cloaker=cloaker, progress=not args.quiet)
     name = "precomputed" if args.cloaked else (args.model or "default")
     title = args.title or f"{args.dataset or args.clean}: {name}"

@@ -11,6 +11,8 @@ export OMP_NUM_THREADS=1  # steadier timings on a shared 2-core machine
 for model in noise noise-strong; do
   nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --out "$out/lfw_$model"
 done
+# Noise calibrated to PGD's measured face-box PSNR (~40 dB): 35 dB on the crop.
+nullswap -q eval --dataset lfw-val --limit "$N" --model noise --set psnr=35 --out "$out/lfw_noise-crop35"
 for model in pgd pgd-strong; do
   nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --steps "$STEPS" --out "$out/lfw_$model"
 done

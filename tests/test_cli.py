@@ -64,3 +64,15 @@ def test_info_lists_models_and_recognisers(capsys):
     info = json.loads(capsys.readouterr().out)
     assert "pgd" in info["models"] and "sface" in info["recognisers"]
     assert info["recognisers"]["faceres"]["role"] == "validation"
+
+
+def test_set_overrides_parse_json_and_reject_garbage(tmp_path, lfw_photo_path):
+    import argparse
+
+    from nullswap_sdk.cli import parse_overrides
+
+    ns = argparse.Namespace(steps=3, overrides=["psnr_floor=38", "recognisers=[\"sface\"]", "template=cloak256"])
+    assert parse_overrides(ns) == {"steps": 3, "psnr_floor": 38, "recognisers": ["sface"], "template": "cloak256"}
+    out = tmp_path / "o.jpg"
+    assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), "--model", "noise", "--set", "nonsense"]) == 2
+    assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), "--model", "noise", "--set", "psnr=35"]) == 0
