@@ -102,7 +102,7 @@ def normalise_numpy(cfg: RecogniserConfig, x: np.ndarray) -> np.ndarray:
     if cfg.normalisation == "prewhiten":
         mean = x.mean(axis=(1, 2, 3), keepdims=True)
         std = np.maximum(x.std(axis=(1, 2, 3), keepdims=True), 1.0 / np.sqrt(x[0].size))
-        return (x - mean) / std
+        return ((x - mean) / std).astype(np.float32)  # the float64 floor would promote
     return x
 
 

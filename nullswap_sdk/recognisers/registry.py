@@ -37,7 +37,8 @@ class RecogniserConfig:
 
     The wrapped torch module always takes float32 BCHW **RGB in [0, 255]** at
     ``input_size`` (already aligned to ``template``) and returns ``(B, embedding_dim)``
-    unnormalised embeddings; ``normalisation`` is applied inside the wrapper.
+    embeddings, compared by cosine only (FaceNet's graph returns unit-length ones, the
+    others do not); ``normalisation`` is applied inside the wrapper.
     """
 
     name: str
