@@ -16,4 +16,4 @@ nullswap -q eval --dataset lfw-val --limit "$N" --model noise --set psnr=35 --ou
 for model in pgd pgd-strong; do
   nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --steps "$STEPS" --out "$out/lfw_$model"
 done
-nullswap -q eval --dataset celeba-wild --limit 10 --model pgd --steps "$STEPS" --out "$out/celeba_pgd"
+nullswap -q eval --dataset celeba-wild --limit 10 --model pgd --steps "$STEPS" --out "$out/wild_pgd"

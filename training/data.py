@@ -25,7 +25,7 @@ from nullswap_sdk.network.model import NetworkConfig
 
 from .config import DataConfig
 
-__all__ = ["CropSet", "split_sources", "build_crops", "load_crops", "write_pack", "read_pack", "BatchSampler"]
+__all__ = ["CropSet", "split_sources", "load_crops", "write_pack", "read_pack", "BatchSampler"]
 
 
 @dataclass
