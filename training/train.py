@@ -87,6 +87,7 @@ class Trainer:
         self.step, self.best = 0, math.inf
         self._val_refs: dict[tuple[str, int], torch.Tensor] = {}  # clean val embeddings, computed once
         self._stop = False
+        self.stop_at: int | None = None  # --stop-at: pause here (keeps the LR schedule of cfg.steps)
 
     @staticmethod
     def _available(name: str) -> bool:
@@ -241,7 +242,7 @@ class Trainer:
     def run(self) -> None:
         cfg = self.cfg
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
-        t_start, times, acc = time.time(), [], {}
+        t_start, times, acc, n_acc = time.time(), [], {}, 0
         if self.step == 0:
             print(f"[train] G params {count_params(self.G)}, {count_flops(self.G, cfg.network.size) / 1e9:.3f} GFLOP/face; "
                   f"{len(self.train_set)} train / {len(self.val_set)} val crops; device {self.device}", flush=True)
@@ -253,9 +254,11 @@ class Trainer:
             times.append(time.time() - t0)
             for k, v in rec.items():
                 acc[k] = acc.get(k, 0.0) + v
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                n = self.step % cfg.log_every or cfg.log_every
-                avg = {k: v / n for k, v in acc.items()}
+            n_acc += 1  # not step % log_every: a resumed run starts mid-window
+            stopping = timed_out = cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s
+            stopping = stopping or self._stop or (self.stop_at is not None and self.step >= self.stop_at)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps or stopping:
+                avg = {k: v / n_acc for k, v in acc.items()}
                 sps = float(np.median(times[-50:]))
                 self._log({"step": self.step, "kind": "train", "epoch": self.step // self.steps_per_epoch,
                            "sec_per_step": sps, "lr": self._lr(self.step, cfg.lr), **avg})
@@ -264,14 +267,15 @@ class Trainer:
                 print(f"[train] step {self.step}/{cfg.steps} loss={avg['loss']:.4f} {cos} w=[{wts}] "
                       f"psnr={avg['psnr']:.1f} ssim={avg['ssim']:.4f} {sps:.2f}s/step "
                       f"ETA {sps * (cfg.steps - self.step) / 60:.1f} min", flush=True)
-                acc = {}
-            timed_out = cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps or timed_out or self._stop:
+                acc, n_acc = {}, 0
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps or stopping:
                 self._on_val(self.validate())
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or timed_out or self._stop:
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or stopping:
                 self.save("latest.pt")
             if timed_out:
                 print(f"[train] time limit {cfg.time_limit_s}s reached at step {self.step}; resumable", flush=True)
+            if stopping:
+                print(f"[train] stopped at step {self.step}; rerun the same command to continue", flush=True)
                 break
         self.save("latest.pt")
         save_network(self.G, self.out / "last.safetensors", {"step": self.step})
@@ -292,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--time-limit", type=float, help="seconds; stop cleanly (resumable) after it")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    ap.add_argument("--stop-at", type=int, help="pause (validate, checkpoint) at this step without changing "
+                    "the LR schedule of --steps; short ablations compare runs at equal steps this way")
     args = ap.parse_args(argv)
     try:
         cfg = apply_overrides(load_config(args.config), args.set)
@@ -302,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(cfg, out)
+        trainer.stop_at = args.stop_at
         latest = out / "latest.pt"
         if latest.is_file() and not args.fresh:
             trainer.load(latest)

@@ -1,0 +1,1 @@
+"""Model export: ONNX, TensorRT engines (installed as ``nullswap_sdk.export``)."""

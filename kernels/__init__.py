@@ -1,0 +1,1 @@
+"""Custom kernels, each beside its pure-PyTorch reference (installed as ``nullswap_sdk.kernels``)."""
