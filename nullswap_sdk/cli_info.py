@@ -9,6 +9,7 @@ def collect_info() -> dict:
     from .cloakers import METHODS
     from .cloaker import DEFAULT_MODEL
     from .errors import ModelError
+    from .models import shipped_models
     from .recognisers import RECOGNISERS
     from .recognisers.registry import resolve_file
 
@@ -37,6 +38,10 @@ def collect_info() -> dict:
     return {
         "default_model": DEFAULT_MODEL,
         "models": {n: d for n, (_, d) in sorted(METHODS.items())},
+        # Weights inside the package; `python -c "from nullswap_sdk.models import model_card;
+        # print(model_card('nullswap-net'))"` prints a card.
+        "shipped_weights": {n: {"file": m.file, "sha256": m.sha256, "step": m.step, "model_card": m.card}
+                            for n, m in sorted(shipped_models().items())},
         "recognisers": recs,
         "backends": backends,
         "versions": versions,

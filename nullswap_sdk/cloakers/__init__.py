@@ -9,6 +9,13 @@ from .base import CloakMethod
 __all__ = ["CloakMethod", "METHODS", "build_method", "list_methods"]
 
 
+def _network(**kw) -> CloakMethod:
+    from ..models import shipped_weights
+    from ..network.cloaker import NetworkCloaker
+
+    return NetworkCloaker(shipped_weights("nullswap-net"), **kw)
+
+
 def _pgd(**kw) -> CloakMethod:
     from .pgd import PGDCloaker, PGDConfig
 
@@ -32,6 +39,7 @@ def _noise_strong(**kw) -> CloakMethod:
 
 # name -> (factory, one-line description)
 METHODS: dict[str, tuple[Callable[..., CloakMethod], str]] = {
+    "nullswap-net": (_network, "the shipped NullSwap network: one forward pass per face (default, fast)"),
     "pgd": (_pgd, "per-image PGD vs SFace+FaceNet, L∞ 8, PSNR floor 41 dB (strong, slow)"),
     "pgd-strong": (_pgd_strong, "per-image PGD, L∞ 12, PSNR floor 38 dB (stronger, more visible)"),
     "noise": (_noise, "random Gaussian noise at 41 dB PSNR (baseline: no real protection)"),
