@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, Sequence, overload
 
 import numpy as np
 
@@ -12,8 +13,12 @@ from .cloakers import CloakMethod, build_method
 from .errors import ConfigError, UnsupportedImageError
 from .faces.align import align_face
 from .faces.detect import Face, FaceDetector
+from .faces.interop import as_faces
 from .faces.paste import paste_delta
 from .faces.templates import get_template
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Cloaker", "FaceResult", "DEFAULT_MODEL"]
 
@@ -30,25 +35,52 @@ class FaceResult:
     score: float  # detector confidence
     linf: float  # max |perturbation| applied on the crop, pixel units (0-255)
     psnr_crop: float  # PSNR of the perturbation on the aligned crop, dB
+    strength: float = 1.0  # the strength factor that was applied (see ``Cloaker.strength``)
 
 
 class Cloaker:
     """Cloaks faces in photos.
 
-    >>> cloaker = Cloaker.from_pretrained("pgd")
+    >>> cloaker = Cloaker.from_pretrained()
     >>> protected = cloaker.cloak(rgb)  # (H, W, 3) uint8 RGB -> same shape/dtype
 
-    Calls are serialised by an internal lock (the detector and torch modules are shared),
-    so one instance may be used from several threads.
+    Two tiers: ``cloak`` takes whole photos (numpy HWC uint8); ``cloak_crops`` (numpy BHWC
+    uint8) and ``cloak_tensor`` (torch BCHW) take faces already aligned to
+    ``crop_template`` for pipelines that align themselves.
+
+    ``strength`` (default 1.0, ≥ 0) scales the method's perturbation before it is applied:
+    ``cloaked = clip(crop + strength * delta, 0, 255)``. 0 leaves images unchanged; > 1
+    trades image quality for protection (measured in docs/RESULTS.md, "Strength").
+
+    Output is deterministic: the same input and settings give the same bytes. Calls are
+    serialised by an internal lock (the detector and torch modules are shared), so one
+    instance may be used from several threads. Use it as a context manager, or call
+    ``close()``, to release the models.
     """
 
-    def __init__(self, method: CloakMethod, detector: FaceDetector | None = None) -> None:
+    def __init__(self, method: CloakMethod, detector: FaceDetector | None = None, *,
+                 strength: float = 1.0) -> None:
         if not isinstance(method, CloakMethod):
             raise ConfigError(f"{type(method).__name__} does not implement CloakMethod")
         self.method = method
         self.detector = detector or FaceDetector()
         self._template = get_template(method.template)
         self._lock = threading.Lock()
+        self.strength = strength
+
+    @property
+    def strength(self) -> float:
+        """Default perturbation scale for every call (overridable per call); ≥ 0."""
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self._strength = _check_strength(value)
+
+    @property
+    def crop_template(self):
+        """The ``faces.templates.Template`` crops must be aligned to (``.size`` px square)."""
+        return self._template
 
     @classmethod
     def from_pretrained(
@@ -92,26 +124,35 @@ class Cloaker:
         return self.method.describe()
 
     @overload
-    def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: list[Face] | None = ...,
-              return_faces: Literal[False] = ...) -> np.ndarray: ...
+    def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: Sequence[Any] | None = ...,
+              strength: float | None = ..., return_faces: Literal[False] = ...) -> np.ndarray: ...
     @overload
-    def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: list[Face] | None = ...,
+    def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: Sequence[Any] | None = ...,
+              strength: float | None = ...,
               return_faces: Literal[True]) -> tuple[np.ndarray, list[FaceResult]]: ...
 
-    def cloak(self, image, image_format="RGB", *, faces=None, return_faces=False):
-        """Cloak every face of ``image``.
+    def cloak(self, image, image_format="RGB", *, faces=None, strength=None, return_faces=False):
+        """Cloak every face of a photo.
 
         Args:
-            image: (H, W, 3) uint8 array in ``image_format`` channel order ("RGB" or "BGR").
-            faces: detections to use instead of running the detector.
-            return_faces: also return one ``FaceResult`` per cloaked face.
+            image: (H, W, 3) uint8 array, values 0..255, in ``image_format`` channel order
+                ("RGB" or "BGR"); any size (faces are detected on a pyramid, cloaked on
+                ``crop_template`` crops and pasted back at native resolution).
+            faces: detections to use instead of running the detector: our ``Face``,
+                insightface ``Face`` objects (``bbox``/``kps``/``det_score``), or dicts/objects
+                with those fields, in ``image`` pixel coordinates (see ``faces.interop``).
+            strength: perturbation scale for this call (default: ``self.strength``).
+            return_faces: also return one ``FaceResult`` per cloaked face (box, landmarks,
+                score, strength applied, L∞ and PSNR of the perturbation on the crop).
         Returns:
             A new (H, W, 3) uint8 array in the same channel order; pixels away from faces are
             bit-identical to the input. A photo without faces is returned unchanged (a copy).
         """
-        if self.method is None:
-            raise ConfigError("this Cloaker was closed", hint="create a new one with Cloaker.from_pretrained()")
+        method = self._open_method()
+        s = self._strength if strength is None else _check_strength(strength)
         rgb = _as_rgb(image, image_format)
+        if faces is not None:
+            faces = as_faces(faces)
         with self._lock:
             if faces is None:
                 faces = self.detector.detect(rgb)
@@ -120,13 +161,119 @@ class Cloaker:
             if faces:
                 aligned = [align_face(rgb, f.landmarks, self._template) for f in faces]
                 crops = np.stack([c for c, _ in aligned])
-                deltas = self.method.perturb(crops)
-                for face, (crop, M), delta in zip(faces, aligned, deltas):
-                    out = paste_delta(out, delta, M, feather=0.0, out=out)
-                    results.append(_face_result(face, delta))
+                deltas = _scaled_deltas(method, crops, s)
+                for face, (_, M), delta in zip(faces, aligned, deltas):
+                    if s > 0:
+                        out = paste_delta(out, delta, M, feather=0.0, out=out)
+                    results.append(_face_result(face, delta, s))
         if image_format.upper() == "BGR":
             out = out[..., ::-1].copy()
         return (out, results) if return_faces else out
+
+    def cloak_crops(self, crops: np.ndarray, *, strength: float | None = None) -> np.ndarray:
+        """Cloak faces already aligned to ``crop_template`` (pipeline tier, numpy).
+
+        Args:
+            crops: (B, S, S, 3) uint8, RGB, 0..255, S = ``crop_template.size`` (256), each
+                aligned with ``faces.align.align_face(rgb, landmarks, cloaker.crop_template)``.
+            strength: perturbation scale (default ``self.strength``).
+        Returns:
+            (B, S, S, 3) uint8 RGB cloaked crops (a new array). Paste them back yourself, or
+            use ``cloak`` for whole photos.
+        """
+        method = self._open_method()
+        s = self._strength if strength is None else _check_strength(strength)
+        crops = self._check_crops(crops)
+        with self._lock:
+            delta = _scaled_deltas(method, crops, s)
+        return np.clip(np.rint(crops + delta), 0, 255).astype(np.uint8)
+
+    def cloak_tensor(self, x: "torch.Tensor", *, strength: float | None = None) -> "torch.Tensor":
+        """Cloak aligned crops given as a torch tensor (pipeline tier, torch).
+
+        Args:
+            x: (B, 3, S, S) RGB, S = ``crop_template.size`` (256), on any device; either
+                uint8 in 0..255 or floating point in [0, 1].
+            strength: perturbation scale (default ``self.strength``).
+        Returns:
+            The cloaked crops with ``x``'s shape, dtype, device and range. Float inputs are
+            quantised to 8 bits only to compute the perturbation, which is then added to the
+            original values, so no precision is lost elsewhere. Not differentiable (computed
+            under ``torch.no_grad``); training uses ``nullswap_sdk.network`` directly.
+        """
+        import torch
+
+        method = self._open_method()
+        s = self._strength if strength is None else _check_strength(strength)
+        S = self._template.size
+        if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != (3, S, S):
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise UnsupportedImageError(f"cloak_tensor expects (B, 3, {S}, {S}), got {got}",
+                                        hint="BCHW RGB crops aligned to cloaker.crop_template")
+        with torch.no_grad():
+            if x.dtype == torch.uint8:
+                u8 = x
+            elif x.is_floating_point():
+                lo, hi = (float(v) for v in torch.aminmax(x.detach())) if x.numel() else (0.0, 0.0)
+                if lo < 0.0 or hi > 1.0:
+                    raise UnsupportedImageError(
+                        f"float crops must be in [0, 1], got values in [{lo:.3g}, {hi:.3g}]",
+                        hint="divide 0..255 images by 255, or pass uint8")
+                u8 = (x.detach() * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+            else:
+                raise UnsupportedImageError(f"cloak_tensor expects uint8 or float, got {x.dtype}")
+            crops = np.ascontiguousarray(u8.permute(0, 2, 3, 1).cpu().numpy())
+            with self._lock:
+                delta = _scaled_deltas(method, crops, s)
+            d = torch.from_numpy(delta).permute(0, 3, 1, 2).to(x.device)
+            if x.dtype == torch.uint8:
+                return (x.float() + d).round_().clamp_(0, 255).to(torch.uint8)
+            return (x.detach() + (d / 255.0).to(x.dtype)).clamp_(0.0, 1.0)
+
+    def _open_method(self) -> CloakMethod:
+        method = self.method
+        if method is None:
+            raise ConfigError("this Cloaker was closed", hint="create a new one with Cloaker.from_pretrained()")
+        return method
+
+    def _check_crops(self, crops) -> np.ndarray:
+        S = self._template.size
+        if not isinstance(crops, np.ndarray) or crops.ndim != 4 or crops.shape[1:] != (S, S, 3) \
+                or crops.dtype != np.uint8:
+            got = f"{getattr(crops, 'shape', type(crops).__name__)} {getattr(crops, 'dtype', '')}"
+            raise UnsupportedImageError(
+                f"cloak_crops expects (B, {S}, {S}, 3) uint8 RGB, got {got}",
+                hint=f"align each face with align_face(rgb, landmarks, cloaker.crop_template) "
+                     f"({self._template.name!r}) and stack them")
+        return np.ascontiguousarray(crops)
+
+
+_MAX_STRENGTH = 4.0  # beyond this the perturbation is plainly visible: likely a unit mix-up
+
+
+def _check_strength(value) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"strength must be a number, got {value!r}") from None
+    if not math.isfinite(s) or not 0.0 <= s <= _MAX_STRENGTH:
+        raise ConfigError(f"strength must be in [0, {_MAX_STRENGTH:g}], got {value!r}",
+                          hint="1.0 is the trained operating point; 0.5-2 trades quality for protection")
+    return s
+
+
+def _scaled_deltas(method: CloakMethod, crops: np.ndarray, strength: float) -> np.ndarray:
+    """(B, S, S, 3) float32 perturbation scaled by ``strength``, kept inside 0..255."""
+    if len(crops) == 0 or strength == 0.0:
+        return np.zeros(crops.shape, np.float32)
+    delta = np.asarray(method.perturb(crops), dtype=np.float32)
+    if strength != 1.0:
+        c = crops.astype(np.float32)
+        delta *= strength
+        delta += c
+        np.clip(delta, 0.0, 255.0, out=delta)
+        delta -= c
+    return delta
 
 
 def _as_rgb(image: np.ndarray, image_format: str) -> np.ndarray:
@@ -144,7 +291,7 @@ def _as_rgb(image: np.ndarray, image_format: str) -> np.ndarray:
     raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
 
 
-def _face_result(face: Face, delta: np.ndarray) -> FaceResult:
+def _face_result(face: Face, delta: np.ndarray, strength: float) -> FaceResult:
     mse = float(np.mean(delta.astype(np.float64) ** 2))
     return FaceResult(
         box=tuple(float(v) for v in face.box),
@@ -152,4 +299,5 @@ def _face_result(face: Face, delta: np.ndarray) -> FaceResult:
         score=float(face.score),
         linf=float(np.abs(delta).max()),
         psnr_crop=float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse)),
+        strength=strength,
     )
