@@ -112,11 +112,13 @@ class Trainer:
         torch.save(self.state(), tmp)
         os.replace(tmp, self.out / name)
 
-    def load(self, path: Path) -> None:
+    def load(self, path: Path, fork: bool = False) -> list[str]:
+        """Resume from ``path``; ``fork`` continues another run's state under a changed config
+        (e.g. a relaxed PSNR budget) and returns the changed sections, instead of refusing."""
         ck = torch.load(path, map_location=self.device, weights_only=True)
         old, new = json.loads(ck["config"]), json.loads(json.dumps(self.cfg.to_dict()))  # tuples → lists
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
-        if diff:
+        if diff and not fork:
             raise ConfigError(f"{path} was trained with a different config ({diff})",
                               hint="resume with the same config, or pass --fresh / a new --out")
         self.G.load_state_dict(ck["G"])
@@ -128,7 +130,8 @@ class Trainer:
         torch.set_rng_state(ck["torch_rng"].cpu())
         if self.device.type == "cuda" and ck["cuda_rng"].numel():
             torch.cuda.set_rng_state(ck["cuda_rng"].cpu())
-        self.step, self.best = int(ck["step"]), float(ck["best"])
+        self.step, self.best = int(ck["step"]), math.inf if fork else float(ck["best"])
+        return diff
 
     # -- one iteration --------------------------------------------------------------------
     def _batch(self, step: int) -> torch.Tensor:
@@ -296,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int)
     ap.add_argument("--time-limit", type=float, help="seconds; stop cleanly (resumable) after it")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    ap.add_argument("--fork-from", help="start a new --out from another run's checkpoint (weights, optimiser, "
+                    "step) with this command's config, e.g. a lower PSNR floor; recorded in fork.json")
     ap.add_argument("--stop-at", type=int, help="pause (validate, checkpoint) at this step without changing "
                     "the LR schedule of --steps; short ablations compare runs at equal steps this way")
     args = ap.parse_args(argv)
@@ -310,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, out)
         trainer.stop_at = args.stop_at
         latest = out / "latest.pt"
-        if latest.is_file() and not args.fresh:
+        if args.fork_from and not latest.is_file():
+            changed = trainer.load(Path(args.fork_from), fork=True)
+            (out / "fork.json").write_text(json.dumps({"from": args.fork_from, "step": trainer.step,
+                                                       "changed": changed}, indent=2))
+            print(f"[train] forked from {args.fork_from} at step {trainer.step}; changed {changed}", flush=True)
+        elif latest.is_file() and not args.fresh:
             trainer.load(latest)
             _truncate_log(out / "metrics.jsonl", trainer.step)
             print(f"[train] resumed from {latest} at step {trainer.step}", flush=True)
