@@ -20,13 +20,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("cloak", help="cloak photos (files, folders, globs)")
+    c = sub.add_parser("cloak", help="cloak photos (files, folders, globs)",
+                       description="Cloak every face in photos; outputs keep each input's format.",
+                       epilog="exit codes: 0 every image written (photos without faces included), "
+                              "1 some images failed (reported; the others were written), "
+                              "2 bad arguments or model: nothing processed, 130 interrupted")
     c.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
     c.add_argument("-o", "--output", help="output file (one input) or folder (structure mirrored)")
     c.add_argument("--in-place", action="store_true", help="overwrite the inputs (atomically)")
     c.add_argument("--model", default=None, help="cloaking model (default: the shipped default; see `info`)")
     c.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
-    c.add_argument("--keep-metadata", action="store_true", help="keep EXIF (GPS included) and ICC")
+    c.add_argument("--strength", type=float, default=None,
+                   help="perturbation scale (default 1.0; 0.5-2 trades quality for protection)")
+    c.add_argument("--keep-metadata", action="store_true",
+                   help="keep EXIF (GPS included!); by default EXIF, XMP and comments are stripped "
+                        "and only the ICC colour profile is kept")
     c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -90,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; finished outputs are complete, partial ones were not written")
         return 130
+    except Exception as e:  # a bug, not a user error: one line, the traceback only with -vv
+        log.error("unexpected %s: %s (run with -vv for the traceback, and please report it)",
+                  type(e).__name__, e)
+        log.debug("traceback", exc_info=True)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

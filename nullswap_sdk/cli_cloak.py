@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from .errors import ConfigError, NullSwapError
+from .imageio import FORMAT_BY_SUFFIX
 
 log = logging.getLogger("nullswap")
 
@@ -36,56 +37,106 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
 
 
 def plan_outputs(files: list[tuple[Path, Path]], output: str | None, in_place: bool) -> list[tuple[Path, Path]]:
+    """(input, output) pairs. Folder outputs mirror each input's path below its root.
+
+    GIF inputs are written as PNG (a 256-colour palette would destroy the cloak); inputs that
+    lie inside the output folder (outputs of an earlier run) are left out.
+    """
     if in_place:
         if output:
             raise ConfigError("--in-place and -o are exclusive", hint="drop one of them")
+        gifs = [f for f, _ in files if f.suffix.lower() not in FORMAT_BY_SUFFIX]
+        if gifs:
+            raise ConfigError(f"cannot cloak {gifs[0]} in place: GIF output is not supported",
+                              hint="use -o OUT_DIR (GIFs are written as PNG)")
         return [(f, f) for f, _ in files]
     if not output:
         raise ConfigError("no output given", hint="pass -o FILE_OR_FOLDER, or --in-place to overwrite inputs")
     out = Path(output)
     single_file = len(files) == 1 and out.suffix.lower() in IMAGE_SUFFIXES and not out.is_dir()
     if single_file:
+        if out.suffix.lower() not in FORMAT_BY_SUFFIX:
+            raise ConfigError(f"cannot write {out.name}: GIF output is not supported",
+                              hint="use .png (lossless), .jpg, .webp or .tif")
         pairs = [(files[0][0], out)]
     else:
-        pairs = [(f, out / f.relative_to(root)) for f, root in files]
+        if out.is_file():
+            raise ConfigError(f"-o {out} is a file but there are {len(files)} inputs", hint="pass a folder")
+        out_abs = out.resolve()
+        pairs = []
+        for f, root in files:
+            if out_abs in f.resolve().parents:
+                log.info("skipping %s: it is inside the output folder", f)
+                continue
+            dst = out / f.relative_to(root)
+            if dst.suffix.lower() not in FORMAT_BY_SUFFIX:
+                dst = dst.with_suffix(".png")
+            pairs.append((f, dst))
     for src, dst in pairs:
         if dst.resolve() == src.resolve():
             raise ConfigError(f"output {dst} would overwrite its input", hint="choose another -o, or --in-place")
+    if not pairs:
+        raise ConfigError("no input images left to cloak", hint="check the inputs and -o")
     return pairs
 
 
 def run_cloak(args) -> int:
+    """Cloak every input; one bad image is reported and skipped, never fatal.
+
+    Returns 0 when every image was written (photos without faces count: they are copied
+    unchanged, metadata policy applied), 1 when some failed. Usage errors raise and become
+    exit code 2 in ``cli.main``.
+    """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .cli import parse_overrides
     from .cloaker import Cloaker
-    from .imageio import load_image, save_image
 
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
     cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
-    log.info("%r on %d file(s)", cloaker, len(pairs))
-    n_faces = n_noface = 0
+    if getattr(args, "strength", None) is not None:
+        cloaker.strength = args.strength
+    log.info("%r strength %g on %d file(s)", cloaker, cloaker.strength, len(pairs))
+    tally = {"faces": 0, "noface": 0}
     failures: list[tuple[Path, str]] = []
-    for src, dst in tqdm(pairs, desc="cloak", unit="img", disable=args.quiet or len(pairs) < 2):
-        try:
-            img = load_image(src)
-            out, faces = cloaker.cloak(img.rgb, return_faces=True)
-            if not faces:
-                n_noface += 1
-                log.warning("%s: no face found (at least %d px); written unchanged", src, cloaker.detector.min_face_size)
-            n_faces += len(faces)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            save_image(
-                dst, out, format=None, quality=args.quality, alpha=img.alpha,
-                exif=img.exif if args.keep_metadata else None,
-                icc_profile=img.icc_profile,  # colour profile is not personal data
-                overwrite=args.overwrite or args.in_place,
-            )
-        except NullSwapError as e:
-            failures.append((src, str(e)))
-            log.error("%s: %s", src, e)
+    with cloaker, logging_redirect_tqdm():  # log lines above the bar, not through it
+        for src, dst in tqdm(pairs, desc="cloak", unit="img", disable=args.quiet or len(pairs) < 2):
+            try:
+                _cloak_one(cloaker, src, dst, args, tally)
+            except NullSwapError as e:
+                failures.append((src, str(e)))
+                log.error("%s: %s", src, e)
+            except Exception as e:  # noqa: BLE001  one broken file must not stop a batch
+                failures.append((src, f"{type(e).__name__}: {e}"))
+                log.error("%s: unexpected %s: %s", src, type(e).__name__, e)
+                log.debug("traceback", exc_info=True)
     ok = len(pairs) - len(failures)
-    summary = f"{ok}/{len(pairs)} image(s) written, {n_faces} face(s) cloaked, {n_noface} without faces, {len(failures)} failed"
     if not args.quiet:
-        print(summary)
+        print(f"{ok}/{len(pairs)} image(s) written, {tally['faces']} face(s) cloaked, "
+              f"{tally['noface']} without faces, {len(failures)} failed")
+        for src, why in failures:
+            print(f"  failed: {src}: {why}")
     return 1 if failures else 0
+
+
+def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict) -> None:
+    from .imageio import load_image, save_image
+
+    img = load_image(src)
+    out, faces = cloaker.cloak(img.rgb, return_faces=True)
+    if not faces:
+        tally["noface"] += 1
+        log.warning("%s: no face found (at least %d px); written unchanged", src,
+                    cloaker.detector.min_face_size)
+    tally["faces"] += len(faces)
+    log.debug("%s: %d face(s), %s", src, len(faces), ", ".join(f"{f.psnr_crop:.1f} dB" for f in faces))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # Only what save_image is given is written: EXIF (GPS), XMP and comments are dropped
+    # unless --keep-metadata; the ICC profile stays (colours, not personal data).
+    save_image(
+        dst, out, format=None, quality=args.quality, alpha=img.alpha,
+        exif=img.exif if args.keep_metadata else None,
+        icc_profile=img.icc_profile,
+        overwrite=args.overwrite or args.in_place,
+    )

@@ -43,3 +43,35 @@ def lfw_rgb(lfw_photo_path) -> np.ndarray:
 def celeba_photo_path() -> Path:
     root = data_path("celeba-wild")
     return sorted(root.glob("*/*.jpg"))[0]
+
+
+def lfw_face_tiles(n: int, size: int = 160) -> list[np.ndarray]:
+    """``n`` centre crops (size x size RGB) of distinct LFW identities, one face each.
+
+    LFW photos are 250 px with the face roughly centred; a 160 px centre crop drops most
+    background people. Skips the test when the data is absent. Also used by bench/.
+    """
+    from PIL import Image
+
+    root = data_path("lfw")
+    tiles = []
+    for ident in sorted(p for p in root.iterdir() if p.is_dir()):
+        photo = ident / f"{ident.name}_0001.jpg"
+        if photo.is_file():
+            rgb = np.asarray(Image.open(photo).convert("RGB"))
+            o0, o1 = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
+            tiles.append(np.ascontiguousarray(rgb[o0:o0 + size, o1:o1 + size]))
+        if len(tiles) == n:
+            return tiles
+    pytest.skip(f"only {len(tiles)} LFW identities available, need {n}")
+
+
+def compose_grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
+    """Tiles laid out row-major in a grid: one photo with ``len(tiles)`` faces."""
+    size = tiles[0].shape[0]
+    rows = -(-len(tiles) // cols)
+    canvas = np.full((rows * size, cols * size, 3), 128, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, cols)
+        canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] = t
+    return canvas
