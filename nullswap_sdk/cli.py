@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--title", default=None, help="Markdown heading")
 
     sub.add_parser("info", help="models, recognisers, backends and versions")
+
+    from .cli_video import add_video_parser  # light: PyAV loads only when a video is opened
+
+    add_video_parser(sub)
     return p
 
 
@@ -85,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_cloak import run_cloak
 
             return run_cloak(args)
+        if args.command == "cloak-video":
+            from .cli_video import run_cloak_video
+
+            return run_cloak_video(args)
         if args.command == "eval":
             from .cli_eval import run_eval
 

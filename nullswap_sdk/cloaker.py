@@ -123,6 +123,30 @@ class Cloaker:
     def describe(self) -> dict:
         return self.method.describe()
 
+    def cloak_video(self, src, dst, *, detect_every: int = 5, codec: str = "libx264", crf: float | None = 18,
+                    preset: str | None = "veryfast", overwrite: bool = False, **kw):
+        """Cloak every face of video file ``src`` into ``dst`` (needs PyAV: ``[video]`` extra).
+
+        Streams (memory bounded), detects every ``detect_every`` frames and tracks faces between,
+        keeps audio, timestamps, rotation and metadata; ``codec``/``crf``/``preset`` set the
+        encoder. Written atomically; never overwrites ``src`` or ``dst`` unless ``overwrite``.
+        More options (``batch_frames``, ``temporal``, ``min_face_size``, ``progress``, ...):
+        ``nullswap_sdk.video.cloak_video``. Returns a ``VideoReport``.
+        """
+        from .video import cloak_video
+
+        return cloak_video(self, src, dst, detect_every=detect_every, codec=codec, crf=crf, preset=preset,
+                           overwrite=overwrite, **kw)
+
+    def cloak_frames(self, frames, *, fps: float = 30.0, lookahead: int = 2, image_format: str = "RGB",
+                     detect_every: int = 5, **kw):
+        """Cloak a live stream: iterable of (H, W, 3) uint8 frames -> iterator of cloaked frames,
+        each yielded at most ``lookahead`` frames after it arrived (see ``nullswap_sdk.video``)."""
+        from .video import cloak_frames
+
+        return cloak_frames(self, frames, fps=fps, lookahead=lookahead, image_format=image_format,
+                            detect_every=detect_every, **kw)
+
     @overload
     def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: Sequence[Any] | None = ...,
               strength: float | None = ..., return_faces: Literal[False] = ...) -> np.ndarray: ...

@@ -11,6 +11,7 @@ __all__ = [
     "ImageDecodeError",
     "UnsupportedImageError",
     "ImageTooLargeError",
+    "VideoDecodeError",
     "OutputExistsError",
     "ModelError",
     "ModelNotFoundError",
@@ -46,6 +47,11 @@ class UnsupportedImageError(InputError):
 
 class ImageTooLargeError(InputError):
     default_hint = "downscale the image, or raise max_pixels if you trust the source"
+
+
+class VideoDecodeError(InputError):
+    default_hint = ("the file is corrupt, truncated, empty, not a video or has no video stream; "
+                    "check it plays, or re-export it as MP4 (H.264)")
 
 
 class OutputExistsError(InputError):
