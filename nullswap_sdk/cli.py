@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set psnr=35 (repeatable)")
+    e.add_argument("--strength", type=float, default=None, help="perturbation scale of --model (default 1.0)")
     e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
     e.add_argument("--title", default=None, help="Markdown heading")
 

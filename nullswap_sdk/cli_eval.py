@@ -79,6 +79,8 @@ def run_eval(args) -> int:
         from .cloaker import Cloaker
 
         cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
+        if args.strength is not None:
+            cloaker.strength = args.strength
     report = evaluate(probes, gallery, EvalConfig(recognisers=recs), cloaker=cloaker, progress=not args.quiet)
     name = "precomputed" if args.cloaked else (args.model or "default")
     title = args.title or f"{args.dataset or args.clean}: {name}"

@@ -180,7 +180,8 @@ class Cloaker:
         with self._lock:
             if faces is None:
                 faces = self.detector.detect(rgb)
-            out = rgb.copy()
+            # Crops are taken before any paste, so a private converted copy can be the output.
+            out = rgb if rgb is not image else rgb.copy()
             results: list[FaceResult] = []
             if faces:
                 aligned = [align_face(rgb, f.landmarks, self._template) for f in faces]
@@ -191,7 +192,7 @@ class Cloaker:
                         out = paste_delta(out, delta, M, feather=0.0, out=out)
                     results.append(_face_result(face, delta, s))
         if image_format.upper() == "BGR":
-            out = out[..., ::-1].copy()
+            out = _swap_rb(out)
         return (out, results) if return_faces else out
 
     def cloak_crops(self, crops: np.ndarray, *, strength: float | None = None) -> np.ndarray:
@@ -311,8 +312,15 @@ def _as_rgb(image: np.ndarray, image_format: str) -> np.ndarray:
     if fmt == "RGB":
         return np.ascontiguousarray(image)
     if fmt == "BGR":
-        return np.ascontiguousarray(image[..., ::-1])
+        return _swap_rb(image)
     raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+
+
+def _swap_rb(image: np.ndarray) -> np.ndarray:
+    """RGB <-> BGR as a new contiguous array (cv2 is ~50x faster than a numpy [..., ::-1] copy)."""
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
 
 
 def _face_result(face: Face, delta: np.ndarray, strength: float) -> FaceResult:
