@@ -18,6 +18,7 @@ __all__ = [
     "ModelIntegrityError",
     "ModelFormatError",
     "MissingDependencyError",
+    "BackendUnavailableError",
     "ConfigError",
 ]
 
@@ -76,6 +77,12 @@ class ModelFormatError(ModelError):
 
 class MissingDependencyError(NullSwapError):
     default_hint = "install the project with `bash scripts/install.sh` (see README)"
+
+
+class BackendUnavailableError(NullSwapError):
+    """An explicitly requested inference backend cannot run on this machine."""
+
+    default_hint = "use backend='auto' (the best backend that runs here); `nullswap info` lists them"
 
 
 class ConfigError(NullSwapError):

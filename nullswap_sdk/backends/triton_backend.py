@@ -1,0 +1,45 @@
+"""Triton backend: the fused kernels of ``nullswap_sdk.kernels.triton_net`` (CUDA only).
+
+The kernels module is imported lazily so that this package imports on machines without a
+GPU; requesting this backend there raises ``BackendUnavailableError``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import BackendUnavailableError
+
+if TYPE_CHECKING:  # the network package imports this one
+    from ..network.model import NullSwapNet
+
+__all__ = ["TritonRunner"]
+
+
+class TritonRunner:
+    backend = "triton"
+
+    def __init__(self, model: NullSwapNet, device: str, precision: str = "fp32",
+                 cuda_graphs: bool = True) -> None:
+        if not device.startswith("cuda"):
+            raise BackendUnavailableError("the triton backend needs a CUDA GPU; this device is "
+                                          f"{device!r}", hint="use backend='auto', 'onnxruntime' or 'torch'")
+        if precision != "fp32":  # unavailable rather than a bad request: auto moves on to the next
+            raise BackendUnavailableError("the triton backend computes in float32 only",
+                                          hint="use precision='fp32', or backend='auto'")
+        try:
+            from ..kernels.triton_net import TritonNullSwapNet
+        except ImportError as e:
+            raise BackendUnavailableError(f"the triton kernels cannot be imported ({e})",
+                                          hint="install the GPU extra: pip install 'nullswap-sdk[gpu]'") from e
+        self.net = TritonNullSwapNet(model.eval().to(device), cuda_graphs=cuda_graphs)
+        self.device = self.io_device = device
+        self.precision = precision
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.perturbation(x)
+
+    def close(self) -> None:
+        self.net = None
