@@ -1,4 +1,4 @@
-"""``nullswap`` command line: cloak, eval, info."""
+"""``nullswap`` command line: cloak, eval, info, export."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("info", help="models, recognisers, backends and versions")
 
+    from .cli_export import add_export_parser  # light: onnx/tensorrt load only when exporting
+
+    add_export_parser(sub)
+
     from .cli_video import add_video_parser  # light: PyAV loads only when a video is opened
 
     add_video_parser(sub)
@@ -94,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_video import run_cloak_video
 
             return run_cloak_video(args)
+        if args.command == "export":
+            from .cli_export import run_export
+
+            return run_export(args)
         if args.command == "eval":
             from .cli_eval import run_eval
 

@@ -89,16 +89,24 @@ class Cloaker:
         """Build a cloaker by model name (``nullswap info`` lists them).
 
         ``name_or_path``: a model name, or a ``.safetensors`` file written by training.
-        ``backend``/``device``: ``auto`` picks torch on CPU for the current methods.
-        ``overrides`` go to the method's config (e.g. ``steps=20`` for PGD).
+        ``backend``: for the network, "auto" (the best that runs here: onnxruntime on a CPU,
+        a CUDA backend on a GPU; see ``nullswap_sdk.backends``) or one of "torch",
+        "onnxruntime", "tensorrt", "triton"; PGD and noise run on torch only.
+        ``device``: None (a CUDA GPU when torch sees one), "cpu" or "cuda[:N]".
+        ``overrides`` go to the method's config (e.g. ``steps=20`` for PGD; ``precision="fp16"``,
+        ``threads=4`` or ``batch_size=32`` for the network).
         """
+        from .models import shipped_models
+
         name = name_or_path or DEFAULT_MODEL
-        if backend not in ("auto", "torch"):
-            raise ConfigError(f"backend {backend!r} is not available for {name!r}", hint="use backend='auto' or 'torch'")
         if str(name).endswith(".safetensors"):  # trained network weights (training/)
             from .network.cloaker import NetworkCloaker
 
-            return cls(NetworkCloaker(name, device=device or "cpu", **overrides))
+            return cls(NetworkCloaker(name, backend=backend, device=device, **overrides))
+        if name in shipped_models():
+            return cls(build_method(name, backend=backend, device=device, **overrides))
+        if backend not in ("auto", "torch"):
+            raise ConfigError(f"backend {backend!r} is not available for {name!r}", hint="use backend='auto' or 'torch'")
         if device is not None and name.startswith("pgd"):
             overrides.setdefault("device", device)
         return cls(build_method(name, **overrides))
@@ -108,7 +116,10 @@ class Cloaker:
             return "Cloaker(closed)"
         d = self.method.describe()
         dev = getattr(self.method, "device", None) or d.get("config", {}).get("device", "cpu")
-        return f"Cloaker(model={self.method.name!r}, backend='torch', device={dev!r})"
+        backend = repr(getattr(self.method, "backend", "torch"))
+        if getattr(self.method, "fallback_from", None):
+            backend += f" (fallback from {self.method.fallback_from!r})"
+        return f"Cloaker(model={self.method.name!r}, backend={backend}, device={dev!r})"
 
     def __enter__(self) -> "Cloaker":
         return self
@@ -117,7 +128,11 @@ class Cloaker:
         self.close()
 
     def close(self) -> None:
-        """Release references to models; the instance must not be used afterwards."""
+        """Release the models (and the network backend's ONNX Runtime session / GPU graphs);
+        the instance must not be used afterwards. Closing twice is harmless."""
+        release = getattr(self.method, "close", None)
+        if callable(release):
+            release()
         self.method = None  # type: ignore[assignment]
 
     def describe(self) -> dict:
