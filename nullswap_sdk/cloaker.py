@@ -139,7 +139,7 @@ class Cloaker:
         return self.method.describe()
 
     def cloak_video(self, src, dst, *, detect_every: int = 5, codec: str = "libx264", crf: float | None = 18,
-                    preset: str | None = "veryfast", overwrite: bool = False, **kw):
+                    preset: str | None = "ultrafast", overwrite: bool = False, **kw):
         """Cloak every face of video file ``src`` into ``dst`` (needs PyAV: ``[video]`` extra).
 
         Streams (memory bounded), detects every ``detect_every`` frames and tracks faces between,

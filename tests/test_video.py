@@ -36,9 +36,9 @@ def decode(path):
     return frames, audio
 
 
-def test_pan_keeps_frames_timing_audio_and_cloaks_the_face(tmp_path, cloaker, scene):
+def test_pan_keeps_frames_timing_audio_and_cloaks_the_face(tmp_path, scene):
     src = write_video(tmp_path / "in.mp4", camera_frames(scene, N, motion="pan"), metadata={"title": "clip"})
-    r = cloaker.cloak_video(src, tmp_path / "out.mp4")
+    r = Cloaker.from_pretrained("nullswap-net").cloak_video(src, tmp_path / "out.mp4")
     a, a_audio = decode(src)
     b, b_audio = decode(tmp_path / "out.mp4")
     assert r.frames == len(a) == len(b) == N and r.frames_with_faces == N and r.tracks == 1
@@ -47,11 +47,17 @@ def test_pan_keeps_frames_timing_audio_and_cloaks_the_face(tmp_path, cloaker, sc
     assert b_audio == a_audio == ["aac"] and r.audio == ["aac copied"]
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert c.metadata.get("title") == "clip"
-    # The perturbation sits on the face: the centre changes much more than the corners.
-    diff = np.mean([np.abs(x[0].astype(int) - y[0].astype(int)).mean(-1) for x, y in zip(a, b)], 0)
-    face = diff[H // 2 - 30:H // 2 + 30, W // 2 - 25:W // 2 + 25].mean()
-    corners = np.concatenate([diff[:30, :30].ravel(), diff[-30:, -30:].ravel()]).mean()
-    assert face > 1.0 and face > 3 * corners, (face, corners)
+    # The perturbation sits on the face: there the output differs from the input much more
+    # than a re-encode without cloaking does (the codec alone); away from it, no more.
+    Cloaker(build_method("noise", psnr=200.0)).cloak_video(src, tmp_path / "codec.mp4")
+    c, _ = decode(tmp_path / "codec.mp4")
+
+    def diff(x, y, region):
+        return np.mean([np.abs(p[0][region].astype(int) - q[0][region]).mean() for p, q in zip(x, y)])
+
+    face, corner = (slice(H // 2 - 30, H // 2 + 30), slice(W // 2 - 25, W // 2 + 25)), (slice(0, 30), slice(0, 30))
+    assert diff(a, b, face) > 1.3 * diff(a, c, face), (diff(a, b, face), diff(a, c, face))
+    assert diff(a, b, corner) < 1.5 * diff(a, c, corner) + 0.1
     assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
 
 
@@ -164,6 +170,25 @@ def test_static_scene_perturbation_does_not_flicker(scene):
     assert f_video["magnitude"] > 1.0  # grey levels: a real cloak is applied
     # Measured 0.05 vs 0.37 grey levels (the scene's own noise changes pixels by ~2.3).
     assert f_video["flicker"] < 0.15 and f_video["flicker"] < 0.5 * f_photo["flicker"], (f_video, f_photo)
+
+
+def test_perturb_every_reuses_the_crop_perturbation(tmp_path, scene):
+    """K = 3: the network runs on a third of the frames, every frame is still cloaked."""
+    net = Cloaker.from_pretrained("nullswap-net")
+    src = write_video(tmp_path / "in.mp4", camera_frames(scene, 9, motion="pan"), audio=False)
+    r = net.cloak_video(src, tmp_path / "out.mp4", perturb_every=3, batch_frames=4)
+    assert r.faces_cloaked == 9 and r.perturbations == 3
+    frames = list(camera_frames(scene, 9, motion="pan"))
+
+    def changed(k):  # mean |cloaked - clean| per frame
+        out = net.cloak_frames(frames, perturb_every=k, lookahead=4, temporal=1.0)
+        return np.array([np.abs(o.astype(int) - f).mean() for o, f in zip(out, frames)])
+
+    every, third = changed(1), changed(3)
+    # Reused frames carry a perturbation as strong as computed ones (a paste of nothing would
+    # leave them at 0); the network's own magnitude varies ~30 % from frame to frame.
+    assert every.min() > 0.02 and third.min() > 0.6 * every.min(), (every, third)
+    assert 0.75 < third.mean() / every.mean() < 1.33, (every, third)
 
 
 def test_cloak_frames_latency_order_and_inputs_untouched(cloaker, scene):

@@ -8,6 +8,11 @@ previous frame (``temporal`` = weight of the new one; 1 = no blending). Crops ar
 the face, so consecutive crop-space perturbations are already registered, and a convex blend
 keeps the method's L∞ bound and PSNR floor (the MSE of an average is at most the average
 MSE). With the steady alignment from ``tracker``, a still face gets a still perturbation.
+
+``perturb_every`` = K > 1 runs the method for a track only every K-th frame and pastes its
+last crop-space perturbation at the current frame's alignment in between: the same
+registration argument, at 1/K of the network cost. Pixel range is enforced by the paste
+(it clips the final image), so no per-crop clipping is needed here.
 """
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedImageError
-from ..faces.align import align_face
+from ..faces.align import align_face, alignment_matrix
 from ..faces.detect import Face, FaceDetector
 from ..faces.paste import paste_delta
 from ..faces.templates import get_template
@@ -89,11 +94,14 @@ class FrameBatchCloaker:
     """
 
     def __init__(self, cloaker, *, detect_every: int = 5, temporal: float = 0.5, rotation: int = 0,
-                 min_face_size: float | None = None, **tracker_kw) -> None:
+                 min_face_size: float | None = None, perturb_every: int = 1, **tracker_kw) -> None:
         if cloaker.method is None:
             raise ConfigError("this Cloaker was closed", hint="create a new one with Cloaker.from_pretrained()")
         if not 0.0 < temporal <= 1.0:
             raise ConfigError(f"temporal must be in (0, 1], got {temporal}")
+        if perturb_every < 1:
+            raise ConfigError(f"perturb_every must be >= 1, got {perturb_every}")
+        self.perturb_every = int(perturb_every)
         self.cloaker = cloaker
         self.template = get_template(cloaker.method.template)
         self.detect_every, self.temporal, self.rotation = int(detect_every), float(temporal), int(rotation)
@@ -101,7 +109,7 @@ class FrameBatchCloaker:
         self.tracker_kw = tracker_kw
         self.tracker: FaceTracker | None = None
         self.seconds: dict[str, float] = defaultdict(float)
-        self.frames = self.faces = self.frames_with_faces = 0
+        self.frames = self.faces = self.frames_with_faces = self.perturbed = 0
 
     def _tracker_for(self, shape) -> FaceTracker:
         H, W = shape[:2]
@@ -119,25 +127,35 @@ class FrameBatchCloaker:
         lock = getattr(self.cloaker, "_lock", None)
         t0 = time.perf_counter()
         with lock if lock is not None else _Null():
-            todo = []  # (frame index, track, crop, M)
+            todo = []  # (frame index, track, M, index into crops or -1 to reuse track.delta)
+            crops = []
             for i, (rgb, t) in enumerate(zip(frames, times)):
                 for tr in self.tracker.update(rgb, t):
-                    crop, M = align_face(rgb, tr.landmarks, self.template)
-                    todo.append((i, tr, crop, M))
+                    if tr.delta is None or tr.delta_age + 1 >= self.perturb_every:
+                        crop, M = align_face(rgb, tr.landmarks, self.template)
+                        todo.append((i, tr, M, len(crops)))
+                        crops.append(crop)
+                        tr.delta_age = 0
+                    else:
+                        todo.append((i, tr, alignment_matrix(tr.landmarks, self.template), -1))
+                        tr.delta_age += 1
+                    if tr.delta is None:
+                        tr.delta = _PENDING  # a later frame of this batch must not reuse "nothing"
             t1 = time.perf_counter()
-            deltas = self.cloaker.method.perturb(np.stack([c for _, _, c, _ in todo])) if todo else []
+            deltas = self.cloaker.method.perturb(np.stack(crops)) if crops else []
         t2 = time.perf_counter()
         strength = float(getattr(self.cloaker, "strength", 1.0))
         seen = set()
-        for (i, tr, crop, M), d in zip(todo, deltas):
-            d = np.asarray(d, np.float32)
-            if strength != 1.0:
-                d = d * strength
-            if self.temporal < 1.0 and tr.delta is not None:
-                d = self.temporal * d + (1.0 - self.temporal) * tr.delta
-            cf = crop.astype(np.float32)
-            d = np.clip(cf + d, 0.0, 255.0) - cf
-            tr.delta = d
+        for i, tr, M, k in todo:
+            if k >= 0:
+                d = np.asarray(deltas[k], np.float32)
+                if strength != 1.0:
+                    d = d * strength
+                if self.temporal < 1.0 and isinstance(tr.delta, np.ndarray):
+                    d = self.temporal * d + (1.0 - self.temporal) * tr.delta
+                tr.delta = d
+            else:
+                d = tr.delta
             paste_delta(frames[i], d, M, feather=0.0, out=frames[i])  # the method feathers its delta
             seen.add(i)
         t3 = time.perf_counter()
@@ -146,8 +164,12 @@ class FrameBatchCloaker:
         self.seconds["paste"] += t3 - t2
         self.frames += len(frames)
         self.faces += len(todo)
+        self.perturbed += len(crops)
         self.frames_with_faces += len(seen)
         return frames
+
+
+_PENDING = object()
 
 
 class _Null:

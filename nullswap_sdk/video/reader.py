@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import VideoDecodeError
 from ._av import require_av
 
-__all__ = ["VideoInfo", "VideoFrameItem", "open_video", "iter_items"]
+__all__ = ["VideoInfo", "VideoFrameItem", "open_video", "iter_items", "to_rgb"]
 
 
 @dataclass
@@ -44,6 +44,20 @@ class VideoFrameItem:
     rgb: np.ndarray  # (H, W, 3) uint8, coded orientation
     pts: int | None
     time: float  # seconds from the stream start
+    cv_yuv: bool = False  # converted from 8-bit 4:2:0 by cv2 (the writer converts back the same way)
+
+
+def to_rgb(frame) -> tuple[np.ndarray, bool]:
+    """(RGB array, converted by cv2?). 8-bit 4:2:0 with even sizes goes through cv2: ~6x
+    faster than swscale here, and its RGB -> I420 inverse returns the decoded planes
+    almost exactly (mean error 0.001 vs 0.34 grey levels for a swscale round trip), so pixels
+    away from faces survive the round trip. Other formats (10-bit, 4:4:4, odd sizes) use
+    swscale."""
+    import cv2
+
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420), True
+    return frame.to_ndarray(format="rgb24"), False
 
 
 def open_video(path: str | os.PathLike):
@@ -111,7 +125,8 @@ def iter_items(container, vstream, audio_streams, stats: dict) -> Iterator[tuple
                     stats["rotation"] = int(f.rotation or 0)
                     stats["pix_fmt"] = f.format.name
                 t = float(f.pts * tb) if f.pts is not None and tb else n / float(rate)
-                yield "video", VideoFrameItem(f.to_ndarray(format="rgb24"), f.pts, t)
+                rgb, cv_yuv = to_rgb(f)
+                yield "video", VideoFrameItem(rgb, f.pts, t, cv_yuv)
                 n += 1
     except av.error.FFmpegError as e:  # demuxer gave up (e.g. truncated file): keep what we have
         stats["decode_errors"] += 1

@@ -44,6 +44,7 @@ class Track:
     misses: int = 0  # consecutive detections that did not see this face
     lost_flow: bool = False  # optical flow failed on the last frame (kept, not moved)
     delta: np.ndarray | None = field(default=None, repr=False)  # last applied crop perturbation
+    delta_age: int = 0  # frames since the method last computed a perturbation for this track
 
     @property
     def size(self) -> float:

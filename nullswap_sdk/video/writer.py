@@ -79,6 +79,12 @@ class VideoWriter:
             opts["b"] = "0"  # constant-quality mode
         v.codec_context.options = opts
         v.metadata.update({k: val for k, val in vstream.metadata.items() if k in ("language", "title")})
+        # Same colour tags as the input: the YUV values are (nearly) the input's own.
+        for attr in ("colorspace", "color_range", "color_primaries", "color_trc"):
+            try:
+                setattr(v.codec_context, attr, getattr(vstream.codec_context, attr))
+            except (AttributeError, TypeError, ValueError):
+                pass
         if info.rotation:
             if hasattr(v, "set_display_rotation"):
                 v.set_display_rotation(info.rotation)
@@ -108,8 +114,13 @@ class VideoWriter:
             oa.metadata.update({k: val for k, val in a.metadata.items() if k in ("language", "title")})
         self.frames = 0
 
-    def write_frame(self, rgb: np.ndarray, pts: int | None) -> None:
-        f = self.av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    def write_frame(self, rgb: np.ndarray, pts: int | None, cv_yuv: bool = False) -> None:
+        if cv_yuv and self.pix_fmt == "yuv420p":  # the inverse of reader.to_rgb's cv2 path
+            import cv2
+
+            f = self.av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+        else:
+            f = self.av.VideoFrame.from_ndarray(rgb, format="rgb24")
         if pts is None or (self._last_pts is not None and pts <= self._last_pts):
             pts = 0 if self._last_pts is None else self._last_pts + self._frame_step
         f.pts, f.time_base = pts, self._tb
