@@ -27,14 +27,9 @@ def collect_info() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    backends = ["torch-cpu"]
-    try:
-        import torch
+    from .backends import available_backends
 
-        if torch.cuda.is_available():
-            backends.append("torch-cuda")
-    except ImportError:  # pragma: no cover
-        pass
+    backends = available_backends()
     return {
         "default_model": DEFAULT_MODEL,
         "models": {n: d for n, (_, d) in sorted(METHODS.items())},

@@ -89,6 +89,17 @@ def test_gpu_backends_raise_a_typed_error_on_cpu(weights, backend):
 
 
 @cpu_only
+def test_available_backends_lists_what_runs_here():
+    from nullswap_sdk.backends import available_backends
+    from nullswap_sdk.cli_info import collect_info
+
+    got = available_backends()
+    assert got["onnxruntime@cpu"] == got["torch@cpu"] == "available"
+    assert all("CUDA" in got[k] for k in ("torch@cuda", "onnxruntime@cuda", "tensorrt@cuda", "triton@cuda"))
+    assert collect_info()["backends"] == got  # what `nullswap info` prints
+
+
+@cpu_only
 def test_cuda_device_without_gpu_is_a_typed_error(weights):
     with pytest.raises(BackendUnavailableError, match="CUDA"):
         NetworkCloaker(weights, backend="onnxruntime", device="cuda")

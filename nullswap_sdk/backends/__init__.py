@@ -5,6 +5,6 @@ the ``Runner`` it returns maps working crops to perturbations. Heavy modules (on
 the Triton kernels) load only when their backend is built.
 """
 from .base import Runner, resolve_device
-from .select import AUTO_ORDER, BACKENDS, Selection, create_runner
+from .select import AUTO_ORDER, BACKENDS, Selection, available_backends, create_runner
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "Runner", "Selection", "create_runner", "resolve_device"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "Runner", "Selection", "available_backends", "create_runner", "resolve_device"]

@@ -20,7 +20,7 @@ from .base import Runner, resolve_device
 if TYPE_CHECKING:  # the network package imports this one
     from ..network.model import NullSwapNet
 
-__all__ = ["AUTO_ORDER", "BACKENDS", "Selection", "create_runner"]
+__all__ = ["AUTO_ORDER", "BACKENDS", "Selection", "available_backends", "create_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -91,3 +91,30 @@ def create_runner(model: NullSwapNet, backend: str = "auto", device: str | None 
         return Selection(runner, "auto", failed[0] if failed else None, skipped)
     raise BackendUnavailableError(f"no backend can run on {dev}: {skipped}",
                                   hint="reinstall the SDK (bash scripts/install.sh), or pass device='cpu'")
+
+
+def available_backends() -> dict[str, str]:
+    """``"backend@device"`` → "available" or why not, without building anything (``nullswap info``)."""
+    import torch
+
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    except ImportError:
+        providers = []
+    cuda = torch.cuda.is_available()
+    no_gpu = "no CUDA GPU visible to torch"
+    out = {"torch@cpu": "available",
+           "onnxruntime@cpu": "available" if "CPUExecutionProvider" in providers else "onnxruntime not installed",
+           "torch@cuda": "available" if cuda else no_gpu}
+    for name, provider in (("onnxruntime@cuda", "CUDAExecutionProvider"), ("tensorrt@cuda", "TensorrtExecutionProvider")):
+        out[name] = no_gpu if not cuda else ("available" if provider in providers else f"onnxruntime lacks {provider}")
+    if not cuda:
+        out["triton@cuda"] = no_gpu
+    else:
+        import importlib.util
+
+        found = importlib.util.find_spec("nullswap_sdk.kernels.triton_net") is not None
+        out["triton@cuda"] = "available" if found else "nullswap_sdk.kernels.triton_net not installed"
+    return out
