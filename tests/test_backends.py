@@ -70,6 +70,15 @@ def test_torch_and_onnxruntime_agree_on_crops(weights, batch):
     assert cloaked.min() >= 0 and cloaked.max() <= 255
 
 
+def test_host_and_device_resize_paths_agree(weights):
+    """GPU backends resize with torch on the device, host backends with OpenCV: same maths.
+    (Run on the CPU here, the torch path is what a CUDA runner executes, minus the transfer.)"""
+    c = NetworkCloaker(weights, backend="torch", device="cpu")
+    crops = _crops(3)
+    host, dev = c._run_host(crops), c._run_device(crops)
+    assert np.abs(host).max() > 1.0 and _psnr(host, dev) >= 80.0
+
+
 def test_backend_perturbation_is_deterministic(weights):
     c = NetworkCloaker(weights, backend="onnxruntime", device="cpu")
     crops = _crops(3)

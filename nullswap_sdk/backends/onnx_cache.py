@@ -2,16 +2,19 @@
 
 Nothing ships besides the safetensors weights: the graph is exported by
 ``nullswap_sdk.export.onnx`` into ``$NULLSWAP_CACHE_DIR/onnx`` (default ``~/.cache/nullswap``),
-under a name keyed by the weights' sha256, the export format, the precision and the opset,
-so new weights or a changed exporter never reuse a stale graph. Writes are atomic (unique
+under a name keyed by the weights' sha256, the export format, the precision, the opset and
+a hash of the network/exporter source and torch version, so new weights or changed code
+never reuse a stale graph. Writes are atomic (unique
 temporary file, then rename): processes racing on a cold cache each export and the last
 rename wins with the same bytes. An unwritable cache only costs a re-export (~1–2 s) per
 process; a cached file that fails to parse or names other weights is rebuilt.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,10 +32,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NULLSWAP_CACHE_DIR") or Path.home() / ".cache" / "nullswap")
 
 
+@lru_cache(maxsize=1)
+def _code_key() -> str:
+    """Hash of the code that defines the graph (network + exporter) and torch's version: an
+    edited forward pass must not reuse a graph exported from the old one."""
+    import torch
+
+    from ..export import onnx as export_onnx_module
+    from ..network import model as model_module
+
+    h = hashlib.sha256(torch.__version__.encode())
+    for mod in (model_module, export_onnx_module):
+        h.update(Path(mod.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def onnx_cache_path(weights_sha256: str, precision: str) -> Path:
     from ..export.onnx import DEFAULT_OPSET, EXPORT_FORMAT
 
-    return cache_dir() / "onnx" / f"{weights_sha256[:32]}-{EXPORT_FORMAT}-{precision}-opset{DEFAULT_OPSET}.onnx"
+    name = f"{weights_sha256[:32]}-{EXPORT_FORMAT}-{precision}-opset{DEFAULT_OPSET}-{_code_key()}.onnx"
+    return cache_dir() / "onnx" / name
 
 
 def _valid(data: bytes, weights_sha256: str) -> bool:

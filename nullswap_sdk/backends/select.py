@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import BackendUnavailableError, ConfigError
-from .base import Runner, resolve_device
+from .base import Runner, require_cuda_for_fp16, resolve_device
 
 if TYPE_CHECKING:  # the network package imports this one
     from ..network.model import NullSwapNet
@@ -67,6 +67,7 @@ def create_runner(model: NullSwapNet, backend: str = "auto", device: str | None 
     if backend != "auto" and backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}", hint=f"choose 'auto' or one of {BACKENDS}")
     dev = resolve_device(device)
+    require_cuda_for_fp16(precision, dev)  # a bad request fails before any export work
     kw = {"weights_sha256": weights_sha256, "precision": precision, "threads": threads, "max_batch": max_batch}
     if backend != "auto":
         return Selection(_build(backend, model, dev, **kw), backend)
