@@ -211,3 +211,15 @@ def test_closed_cloaker_refuses_every_tier(lfw_rgb):
                  lambda: c.cloak_tensor(torch.from_numpy(crops).permute(0, 3, 1, 2))):
         with pytest.raises(ConfigError):
             call()
+
+
+def test_py_typed_ships_with_the_package():
+    """PEP 561: type checkers only read our annotations when py.typed is installed too."""
+    from importlib import resources
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["nullswap_sdk"]
+    assert resources.files("nullswap_sdk").joinpath("py.typed").is_file()
