@@ -25,21 +25,19 @@ class TritonRunner:
         if not device.startswith("cuda"):
             raise BackendUnavailableError("the triton backend needs a CUDA GPU; this device is "
                                           f"{device!r}", hint="use backend='auto', 'onnxruntime' or 'torch'")
-        if precision != "fp32":  # unavailable rather than a bad request: auto moves on to the next
-            raise BackendUnavailableError("the triton backend computes in float32 only",
-                                          hint="use precision='fp32', or backend='auto'")
         try:
             from ..kernels.triton_net import TritonNullSwapNet
         except ImportError as e:
             raise BackendUnavailableError(f"the triton kernels cannot be imported ({e})",
                                           hint="install the GPU extra: pip install 'nullswap-sdk[gpu]'") from e
-        self.net = TritonNullSwapNet(model.eval().to(device), cuda_graphs=cuda_graphs)
+        # fp16: float16 activations inside the fused Cloaking Block, fp32 accumulation and budget
+        act = torch.float16 if precision == "fp16" else torch.float32
+        self.net = TritonNullSwapNet(model.eval().to(device), cuda_graphs=cuda_graphs, act_dtype=act)
         self.device = self.io_device = device
         self.precision = precision
 
-    @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.perturbation(x)
+        return self.net.perturbation(x)  # no_grad and CUDA-graph replay inside
 
     def close(self) -> None:
         self.net = None
