@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Cloaker", "FaceResult", "DEFAULT_MODEL"]
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "pgd"  # until the trained network ships (issue 3)
+DEFAULT_MODEL = "nullswap-net"  # the shipped network (nullswap_sdk/models); "pgd" stays by name
 
 
 @dataclass(frozen=True)
