@@ -33,15 +33,20 @@ def bootstrap() -> list[str]:
     import nullswap_sdk
 
     try:
-        import nullswap_sdk.kernels  # noqa: F401
+        import nullswap_sdk.kernels as k
+        ours = Path(k.__file__).resolve().parent == REPO / "kernels"
     except ImportError:
+        ours = False
+    if not ours:  # not installed, or installed from another checkout: use this one's kernels/
+        for name in [m for m in sys.modules if m.startswith("nullswap_sdk.kernels")]:
+            del sys.modules[name]
         spec = importlib.util.spec_from_file_location("nullswap_sdk.kernels", REPO / "kernels" / "__init__.py",
                                                       submodule_search_locations=[str(REPO / "kernels")])
         mod = importlib.util.module_from_spec(spec)
         sys.modules["nullswap_sdk.kernels"] = mod
         spec.loader.exec_module(mod)
         nullswap_sdk.kernels = mod
-        notes.append("nullswap_sdk not installed: kernels/ mapped to nullswap_sdk.kernels by path")
+        notes.append("kernels/ mapped to nullswap_sdk.kernels by path (package not installed from this checkout)")
     try:
         import nullswap_sdk.network.model  # noqa: F401
     except ImportError as e:  # e.g. no cv2 on the GPU box: skip the package __init__, load model.py
@@ -155,14 +160,18 @@ def run_bench(args, out: Path, notes: list[str]) -> dict:
     compiled = None if args.no_compile else torch.compile(model)
     block_c = None if args.no_compile else torch.compile(cloaking_reference)
     torch.set_grad_enabled(False)
+    tf32_default = torch.backends.cudnn.allow_tf32
+    res["cudnn_allow_tf32_in_timings"] = tf32_default
     for B in batches:
         x = torch.rand(B, 3, S, S, device=dev) * 255
+        torch.backends.cudnn.allow_tf32 = False  # accuracy against an IEEE-fp32 reference; timings use defaults
         ref = model.perturbation(x)
         for name, net in {**nets, **(graph_nets if dev == "cuda" else {})}.items():
             try:
                 res["accuracy"][f"{name}@b{B}"] = float((net.perturbation(x) - ref).abs().max())
             except Exception as e:  # noqa: BLE001
                 res["errors"].append(f"accuracy/{name}@b{B}: {type(e).__name__}: {e}")
+        torch.backends.cudnn.allow_tf32 = tf32_default
         measure("whole_net", "eager", B, lambda: (lambda: model.perturbation(x)))
         measure("whole_net", "eager+graphs", B, lambda: graphed(lambda: model.perturbation(x), dev))
         if compiled is not None:
@@ -187,10 +196,13 @@ def run_bench(args, out: Path, notes: list[str]) -> dict:
             measure("cloaking_block", name + "+graphs", B,
                     lambda n=name: graphed(lambda: nets[n].cloaking_block(pert, feat, x), dev))
         try:
+            torch.backends.cudnn.allow_tf32 = False
             res["accuracy"][f"cloaking_block_triton_fp32@b{B}"] = float(
                 (blk.cloaking_block(pert, feat, x) - cloaking_reference(model, pert, feat, x)).abs().max())
         except Exception as e:  # noqa: BLE001
             res["errors"].append(f"accuracy/cloaking_block@b{B}: {type(e).__name__}: {e}")
+        finally:
+            torch.backends.cudnn.allow_tf32 = tf32_default
     res["targets"] = check_targets(res)
     save()
     return res

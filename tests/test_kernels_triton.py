@@ -24,6 +24,15 @@ from nullswap_sdk.kernels.triton_net import TritonNullSwapNet, cloaking_referenc
 from nullswap_sdk.kernels.triton_se import se_gate, se_gate_reference  # noqa: E402
 from nullswap_sdk.network.model import NetworkConfig, NullSwapNet  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def _ieee_reference():
+    """cuDNN/cuBLAS default to TF32 on Ampere+; the kernels' fp32 dots are IEEE: compare like with like."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 # dtype → (atol, rtol) on O(1) activations; fp16 stores round to ~1e-3 relative.
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (2e-2, 1e-2)}
 
