@@ -25,10 +25,10 @@ def add_video_parser(sub) -> None:
     v.add_argument("--min-face-size", type=float, default=None,
                    help="smallest face in native px (default: what one detector pass finds, 48 at 1080p)")
     v.add_argument("--batch-frames", type=int, default=4, help="frames per cloaking call (default 4)")
-    v.add_argument("--temporal", type=float, default=0.5,
+    v.add_argument("--temporal", type=float, default=1.0,
                    help="weight of each frame's new perturbation vs the previous one (1 = no blending)")
-    v.add_argument("--perturb-every", type=int, default=1,
-                   help="run the network every K frames per face, reusing its perturbation between (default 1)")
+    v.add_argument("--perturb-every", type=int, default=2,
+                   help="run the network every K frames per face, reusing its perturbation between (default 2)")
     v.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     v.add_argument("--report", default=None, help="also write the run's report as JSON here")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -92,6 +92,20 @@ def test_variable_frame_rate_timestamps_survive(tmp_path, cloaker, scene):
     assert [p for _, p, _, _ in b] == pa
 
 
+def test_audio_is_reencoded_when_the_container_refuses_it(tmp_path, cloaker, scene):
+    """WebM takes no AAC: the audio becomes Opus, as long as before."""
+    src = write_video(tmp_path / "in.mp4", camera_frames(scene, 6), audio=True)
+    r = cloaker.cloak_video(src, tmp_path / "out.webm", codec="libvpx-vp9", crf=40)
+    assert r.audio == ["aac re-encoded to libopus"]
+    with av.open(str(src)) as a, av.open(str(tmp_path / "out.webm")) as b:
+        sa = sum(f.samples for f in a.decode(audio=0)) / 16000
+        assert [s.codec_context.name for s in b.streams.audio] == ["opus"]
+        fb = list(b.decode(audio=0))
+        sb = sum(f.samples for f in fb) / fb[0].sample_rate
+        assert abs(sa - sb) < 0.05, (sa, sb)
+    assert len(decode(tmp_path / "out.webm")[0]) == 6
+
+
 def test_no_faces_is_not_an_error(tmp_path, cloaker):
     grad = np.tile(np.linspace(0, 255, W, dtype=np.uint8)[None, :, None], (H, 1, 3))
     src = write_video(tmp_path / "empty.mp4", camera_frames(grad, 6, motion="pan"))

@@ -3,16 +3,17 @@
 Shared by ``cloak_video`` (file to file) and ``cloak_frames`` (live: any iterable of frames,
 bounded latency of ``lookahead`` frames).
 
-Temporal stability: the crop perturbation of a track is blended with the one applied on the
-previous frame (``temporal`` = weight of the new one; 1 = no blending). Crops are aligned to
-the face, so consecutive crop-space perturbations are already registered, and a convex blend
-keeps the method's L∞ bound and PSNR floor (the MSE of an average is at most the average
-MSE). With the steady alignment from ``tracker``, a still face gets a still perturbation.
-
-``perturb_every`` = K > 1 runs the method for a track only every K-th frame and pastes its
-last crop-space perturbation at the current frame's alignment in between: the same
-registration argument, at 1/K of the network cost. Pixel range is enforced by the paste
-(it clips the final image), so no per-crop clipping is needed here.
+Temporal stability comes from three things: the tracker's steady alignment (a still face
+gets the same alignment matrix frame after frame); ``perturb_every`` = K (default 2), which
+runs the method for a track every K-th frame and pastes its last crop-space perturbation at
+the current frame's alignment in between (crops are aligned to the face, so consecutive
+crop-space perturbations are registered; 1/K of the network cost); and optionally
+``temporal`` < 1, a convex blend with the previous frame's perturbation (keeps the L∞ bound
+and PSNR floor). Measured on a noisy still scene and a panning clip (docs/RESULTS.md,
+"Video"): K = 2 halves the flicker at unchanged protection; blending lowers flicker further
+but costs protection under motion (the network's perturbations of consecutive moving frames
+are partly uncorrelated, so their average is weaker), hence off by default.
+Pixel range is enforced by the paste (it clips the final image), not per crop.
 """
 from __future__ import annotations
 
@@ -93,8 +94,8 @@ class FrameBatchCloaker:
     min_face_size: see ``video_detector``.
     """
 
-    def __init__(self, cloaker, *, detect_every: int = 5, temporal: float = 0.5, rotation: int = 0,
-                 min_face_size: float | None = None, perturb_every: int = 1, **tracker_kw) -> None:
+    def __init__(self, cloaker, *, detect_every: int = 5, temporal: float = 1.0, rotation: int = 0,
+                 min_face_size: float | None = None, perturb_every: int = 2, **tracker_kw) -> None:
         if cloaker.method is None:
             raise ConfigError("this Cloaker was closed", hint="create a new one with Cloaker.from_pretrained()")
         if not 0.0 < temporal <= 1.0:
@@ -118,19 +119,27 @@ class FrameBatchCloaker:
         self.detector = det
         return FaceTracker(rotated_detect(det.detect, self.rotation), self.detect_every, **self.tracker_kw)
 
-    def process(self, frames: list[np.ndarray], times: list[float]) -> list[np.ndarray]:
-        """Cloak ``frames`` (each (H, W, 3) uint8 RGB, consecutive) in place and return them."""
+    def prepare(self, shape) -> FaceTracker:
+        """Build the tracker (and the video detector) for frames of ``shape``; idempotent."""
+        if self.tracker is None:
+            self.tracker = self._tracker_for(shape)
+        return self.tracker
+
+    def process(self, frames: list[np.ndarray], times: list[float],
+                faces: list[list[Face] | None] | None = None) -> list[np.ndarray]:
+        """Cloak ``frames`` (each (H, W, 3) uint8 RGB, consecutive) in place and return them.
+
+        ``faces``: per frame, detections already made for it (keyframes) or None."""
         if not frames:
             return frames
-        if self.tracker is None:
-            self.tracker = self._tracker_for(frames[0].shape)
+        self.prepare(frames[0].shape)
         lock = getattr(self.cloaker, "_lock", None)
         t0 = time.perf_counter()
         with lock if lock is not None else _Null():
             todo = []  # (frame index, track, M, index into crops or -1 to reuse track.delta)
             crops = []
             for i, (rgb, t) in enumerate(zip(frames, times)):
-                for tr in self.tracker.update(rgb, t):
+                for tr in self.tracker.update(rgb, t, faces[i] if faces else None):
                     if tr.delta is None or tr.delta_age + 1 >= self.perturb_every:
                         crop, M = align_face(rgb, tr.landmarks, self.template)
                         todo.append((i, tr, M, len(crops)))
@@ -181,8 +190,9 @@ class _Null:
 
 
 def cloak_frames(cloaker, frames: Iterable[np.ndarray], *, fps: float = 30.0, lookahead: int = 2,
-                 image_format: str = "RGB", detect_every: int = 5, temporal: float = 0.5,
-                 min_face_size: float | None = None, **tracker_kw) -> Iterator[np.ndarray]:
+                 image_format: str = "RGB", detect_every: int = 5, temporal: float = 1.0,
+                 perturb_every: int = 2, min_face_size: float | None = None,
+                 **tracker_kw) -> Iterator[np.ndarray]:
     """Cloak a live sequence of frames; yields each cloaked frame (a new array, same channel
     order) at most ``lookahead`` frames after it came in. ``fps`` times the frames for
     smoothing. The input arrays are not modified."""
@@ -192,7 +202,7 @@ def cloak_frames(cloaker, frames: Iterable[np.ndarray], *, fps: float = 30.0, lo
     if fmt not in ("RGB", "BGR"):
         raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
     proc = FrameBatchCloaker(cloaker, detect_every=detect_every, temporal=temporal,
-                             min_face_size=min_face_size, **tracker_kw)
+                             perturb_every=perturb_every, min_face_size=min_face_size, **tracker_kw)
     buf: list[np.ndarray] = []
     times: list[float] = []
     n, shape0 = 0, None

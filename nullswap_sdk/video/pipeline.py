@@ -56,6 +56,7 @@ class VideoReport:
     decode_errors: int = 0
     seconds: float = 0.0
     fps: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of the whole process (all threads, encoder's included)
     stage_seconds: dict = field(default_factory=dict)  # busy time per stage (they overlap)
 
     def to_dict(self) -> dict:
@@ -83,8 +84,8 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx264", crf: float | None = 18,
-                preset: str | None = "ultrafast", batch_frames: int = 4, temporal: float = 0.5,
-                perturb_every: int = 1,
+                preset: str | None = "ultrafast", batch_frames: int = 4, temporal: float = 1.0,
+                perturb_every: int = 2,
                 min_face_size: float | None = None, overwrite: bool = False, threads: int = 0,
                 queue_size: int = 8, progress: Callable[[int], None] | None = None, **tracker_kw) -> VideoReport:
     """Cloak every face of video ``src`` into ``dst`` (see ``Cloaker.cloak_video``).
@@ -110,7 +111,7 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
     if not dst.parent.is_dir():
         raise ConfigError(f"output folder {dst.parent} does not exist", hint="create it first")
     container, vstream, audio, info = open_video(src)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     stats: dict = {}
     items = iter_items(container, vstream, audio, stats)
     # Peek the first frame: its rotation and real pixel format configure the writer.
@@ -130,20 +131,34 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
         raise
     proc = FrameBatchCloaker(cloaker, detect_every=detect_every, temporal=temporal, rotation=info.rotation,
                              min_face_size=min_face_size, perturb_every=perturb_every, **tracker_kw)
+    # Keyframe detection runs on the decode thread (cv2 releases the GIL), off the critical path
+    # of the cloaking thread; the tracker takes its result on that frame.
+    tracker = proc.prepare(head[-1][1].rgb.shape)
     q_in: queue.Queue = queue.Queue(queue_size)
     q_out: queue.Queue = queue.Queue(queue_size)
     stop = threading.Event()
     errors: list[BaseException] = []
-    busy = {"decode": 0.0, "encode": 0.0}
+    busy = {"decode": 0.0, "detect": 0.0, "encode": 0.0}
+    n_read = [0]
+
+    def detect_on(it) -> None:
+        if it[0] == "video":
+            if tracker.is_keyframe(n_read[0]):
+                t = time.perf_counter()
+                it[1].faces = tracker.detect(it[1].rgb)
+                busy["detect"] += time.perf_counter() - t
+            n_read[0] += 1
 
     def read() -> None:
         try:
             for it in head:
+                detect_on(it)
                 if not _put(q_in, it, stop):
                     return
             t = time.perf_counter()
             for it in items:
                 busy["decode"] += time.perf_counter() - t
+                detect_on(it)
                 if not _put(q_in, it, stop):
                     return
                 t = time.perf_counter()
@@ -188,7 +203,7 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
 
         def flush() -> None:
             vids = [o for k, o in batch if k == "video"]
-            proc.process([v.rgb for v in vids], [v.time for v in vids])
+            proc.process([v.rgb for v in vids], [v.time for v in vids], [v.faces for v in vids])
             for it in batch:
                 if not _put(q_out, it, stop):
                     break
@@ -242,4 +257,5 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
         min_face_size=proc.detector.min_face_size if proc.tracker else 0.0,
         audio=writer.audio_modes, dropped_streams=info.other_streams,
         decode_errors=stats.get("decode_errors", 0), seconds=seconds,
+        cpu_seconds=time.process_time() - cpu_start,
         fps=proc.frames / seconds if seconds > 0 else 0.0, stage_seconds=stage)

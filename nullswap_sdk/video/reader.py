@@ -45,6 +45,7 @@ class VideoFrameItem:
     pts: int | None
     time: float  # seconds from the stream start
     cv_yuv: bool = False  # converted from 8-bit 4:2:0 by cv2 (the writer converts back the same way)
+    faces: list | None = None  # detections made on the decode thread (keyframes only)
 
 
 def to_rgb(frame) -> tuple[np.ndarray, bool]:

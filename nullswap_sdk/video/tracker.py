@@ -94,14 +94,20 @@ class FaceTracker:
         self._scale = 1.0
 
     # -- per frame ---------------------------------------------------------------------------
-    def update(self, rgb: np.ndarray, t: float) -> list[Track]:
-        """Advance to frame ``rgb`` (HxWx3 uint8) at time ``t`` seconds; returns live tracks."""
+    def is_keyframe(self, index: int) -> bool:
+        return index % self.detect_every == 0
+
+    def update(self, rgb: np.ndarray, t: float, faces: list[Face] | None = None) -> list[Track]:
+        """Advance to frame ``rgb`` (HxWx3 uint8) at time ``t`` seconds; returns live tracks.
+
+        ``faces``: detections of this frame made elsewhere (e.g. on the decode thread); used
+        on keyframes instead of calling ``detect``."""
         grey = self._grey(rgb)
         if self.tracks and self._prev_grey is not None and self._prev_grey.shape == grey.shape:
             self._flow(self._prev_grey, grey)
         self._prev_grey = grey
-        if self.frame_index % self.detect_every == 0:
-            self._associate(self.detect(rgb))
+        if self.is_keyframe(self.frame_index):
+            self._associate(self.detect(rgb) if faces is None else faces)
             self.detections_run += 1
         self.frame_index += 1
         for tr in self.tracks:
