@@ -49,7 +49,7 @@ def lfw_face_tiles(n: int, size: int = 160) -> list[np.ndarray]:
     """``n`` centre crops (size x size RGB) of distinct LFW identities, one face each.
 
     LFW photos are 250 px with the face roughly centred; a 160 px centre crop drops most
-    background people. Skips the test when the data is absent..
+    background people. Skips the test when the data is absent.
     """
     from PIL import Image
 
