@@ -107,6 +107,7 @@ def test_jpeg_quality_95_by_default(tmp_path, lfw_photo_path, lfw_rgb):
     assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), *FAST]) == 0
     assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out80), "--quality", "80", *FAST]) == 0
     assert qtables(out) == qtables(ref) and qtables(out80) == qtables(ref80) != qtables(ref)
+    assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(tmp_path / "c.jpg"), "--quality", "0", *FAST]) == 2
 
 
 def test_in_place_is_atomic_and_changes_only_the_input(tmp_path, lfw_rgb):
