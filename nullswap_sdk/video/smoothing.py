@@ -29,7 +29,7 @@ class OneEuro:
     d_cutoff: Hz of the filter on the speed estimate itself.
     """
 
-    def __init__(self, min_cutoff: float = 0.8, beta: float = 2.0, d_cutoff: float = 1.0) -> None:
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 10.0, d_cutoff: float = 1.0) -> None:
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
         self._x: np.ndarray | None = None
         self._dx: np.ndarray | None = None
