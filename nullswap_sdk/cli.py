@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                               "1 some images failed (reported; the others were written), "
                               "2 bad arguments or model: nothing processed, 130 interrupted")
     c.add_argument("inputs", nargs="+", help="image files, folders (recursive) or glob patterns")
+    # -q/-v also after the subcommand (SUPPRESS: absent here keeps the top-level value).
+    c.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
+    c.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="only errors")
     c.add_argument("-o", "--output", help="output file (one input) or folder (structure mirrored)")
     c.add_argument("--in-place", action="store_true", help="overwrite the inputs (atomically)")
     c.add_argument("--model", default=None, help="cloaking model (default: the shipped default; see `info`)")

@@ -136,7 +136,8 @@ class Cloaker:
         self.method = None  # type: ignore[assignment]
 
     def describe(self) -> dict:
-        return self.method.describe()
+        """The method's JSON-able description plus the default ``strength`` (for reports)."""
+        return {**self._open_method().describe(), "strength": self._strength}
 
     def cloak_video(self, src, dst, *, detect_every: int = 5, codec: str = "libx264", crf: float | None = 18,
                     preset: str | None = "ultrafast", overwrite: bool = False, **kw):

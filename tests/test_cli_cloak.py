@@ -131,6 +131,8 @@ def test_glob_and_outputs_inside_the_input_folder(tmp_path, lfw_rgb, capsys):
     assert main(["cloak", str(folder / "*.jpg"), "-o", str(out), *FAST]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.jpg"]
     assert "2/2 image(s) written, 2 face(s) cloaked" in capsys.readouterr().out
+    assert main(["cloak", str(folder / "a.jpg"), "-o", str(tmp_path / "q.jpg"), "-q", *FAST]) == 0
+    assert capsys.readouterr().out == ""  # -q works after the subcommand too
     # A second run over the whole folder must not cloak its own earlier outputs.
     assert main(["cloak", str(folder), "-o", str(out), "--overwrite", *FAST]) == 0
     assert "3/3 image(s) written" in capsys.readouterr().out

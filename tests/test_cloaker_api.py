@@ -78,6 +78,7 @@ def test_strength_zero_is_identity_and_default_is_per_instance(lfw_rgb):
     per_call = c.cloak(lfw_rgb, strength=1.5)
     c.strength = 1.5
     assert np.array_equal(c.cloak(lfw_rgb), per_call)
+    assert c.describe()["strength"] == 1.5  # reports (nullswap eval) record it
     assert np.array_equal(Cloaker(c.method, c.detector, strength=1.5).cloak(lfw_rgb), per_call)
 
 
