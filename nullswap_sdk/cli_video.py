@@ -24,7 +24,8 @@ def add_video_parser(sub) -> None:
                    help="x264/x265 speed preset (default ultrafast: frame rate on 2 cores; veryfast: smaller files)")
     v.add_argument("--min-face-size", type=float, default=None,
                    help="smallest face in native px (default: what one detector pass finds, 48 at 1080p)")
-    v.add_argument("--batch-frames", type=int, default=4, help="frames per cloaking call (default 4)")
+    v.add_argument("--batch-frames", type=int, default=8,
+                   help="at most this many frames per cloaking call (default 8; batches also end on detections)")
     v.add_argument("--temporal", type=float, default=1.0,
                    help="weight of each frame's new perturbation vs the previous one (1 = no blending)")
     v.add_argument("--perturb-every", type=int, default=2,

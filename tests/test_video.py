@@ -173,6 +173,21 @@ def test_tracking_follows_camera_motion_between_detections(scene):
         np.mean(err_track), np.mean(err_hold))
 
 
+def test_a_face_that_walks_in_is_cloaked_before_the_detection_that_finds_it(tmp_path, cloaker, lfw_rgb):
+    """The face slides in from the right; the detector (frames 0 and 5) first sees it on
+    frame 5. Frames 1-4 are backfilled by tracking it backwards, so more than the 6 frames
+    from 5 on are cloaked."""
+    import cv2
+
+    canvas = make_scene([lfw_rgb], 2 * W, H)  # face centred at x = W
+    frames = [cv2.warpAffine(canvas, np.float32([[1, 0, 60 - 20 * i], [0, 1, 0]]), (W, H),
+                             borderMode=cv2.BORDER_CONSTANT) for i in range(11)]  # centre x = 380 - 20 i
+    src = write_video(tmp_path / "in.mp4", frames, audio=False)
+    r = cloaker.cloak_video(src, tmp_path / "out.mp4", detect_every=5)
+    assert r.tracks == 1 and r.backfilled >= 2, r
+    assert r.frames_with_faces >= 6 + 2, r
+
+
 def test_static_scene_perturbation_does_not_flicker(scene):
     """Same noisy still scene: per-frame photo cloaking vs the video path, same network."""
     net = Cloaker.from_pretrained("nullswap-net")  # the shipped network: smooth in its input

@@ -14,6 +14,11 @@ and PSNR floor). Measured on a noisy still scene and a panning clip (docs/RESULT
 but costs protection under motion (the network's perturbations of consecutive moving frames
 are partly uncorrelated, so their average is weaker), hence off by default.
 Pixel range is enforced by the paste (it clips the final image), not per crop.
+
+A face that appears between detections is found at the next detection frame; its track is
+then followed backwards by optical flow over the earlier frames of the same batch, which are
+cloaked too. ``cloak_video`` makes each batch end on a detection frame, so no frame of a new
+face is left uncloaked (unless flow loses it); ``cloak_frames`` covers ``lookahead - 1`` frames.
 """
 from __future__ import annotations
 
@@ -110,7 +115,7 @@ class FrameBatchCloaker:
         self.tracker_kw = tracker_kw
         self.tracker: FaceTracker | None = None
         self.seconds: dict[str, float] = defaultdict(float)
-        self.frames = self.faces = self.frames_with_faces = self.perturbed = 0
+        self.frames = self.faces = self.frames_with_faces = self.perturbed = self.backfilled = 0
 
     def _tracker_for(self, shape) -> FaceTracker:
         H, W = shape[:2]
@@ -136,10 +141,18 @@ class FrameBatchCloaker:
         lock = getattr(self.cloaker, "_lock", None)
         t0 = time.perf_counter()
         with lock if lock is not None else _Null():
-            todo = []  # (frame index, track, M, index into crops or -1 to reuse track.delta)
+            todo = []  # (frame index, track or None (backfill), M, index into crops or -1: reuse)
             crops = []
+            first = self.tracker.frame_index
             for i, (rgb, t) in enumerate(zip(frames, times)):
-                for tr in self.tracker.update(rgb, t, faces[i] if faces else None):
+                live = self.tracker.update(rgb, t, faces[i] if faces else None)
+                for tr in self.tracker.born:  # a new face: cloak it on this batch's earlier frames too
+                    for j, lm in self.tracker.backtrack(tr, first).items():
+                        crop, M = align_face(frames[j - first], lm, self.template)
+                        todo.append((j - first, None, M, len(crops)))
+                        crops.append(crop)
+                        self.backfilled += 1
+                for tr in live:
                     if tr.delta is None or tr.delta_age + 1 >= self.perturb_every:
                         crop, M = align_face(rgb, tr.landmarks, self.template)
                         todo.append((i, tr, M, len(crops)))
@@ -156,7 +169,9 @@ class FrameBatchCloaker:
         strength = float(getattr(self.cloaker, "strength", 1.0))
         seen = set()
         for i, tr, M, k in todo:
-            if k >= 0:
+            if tr is None:
+                d = np.asarray(deltas[k], np.float32) * strength
+            elif k >= 0:
                 d = np.asarray(deltas[k], np.float32)
                 if strength != 1.0:
                     d = d * strength

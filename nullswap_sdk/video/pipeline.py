@@ -49,6 +49,7 @@ class VideoReport:
     perturbations: int  # method outputs computed (faces_cloaked / perturb_every, roughly)
     frames_with_faces: int
     tracks: int  # distinct face tracks started
+    backfilled: int  # faces cloaked on frames before the detection that found them
     detections: int  # detector runs
     min_face_size: float
     audio: list[str] = field(default_factory=list)
@@ -84,7 +85,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
 
 
 def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx264", crf: float | None = 18,
-                preset: str | None = "ultrafast", batch_frames: int = 4, temporal: float = 1.0,
+                preset: str | None = "ultrafast", batch_frames: int = 8, temporal: float = 1.0,
                 perturb_every: int = 2,
                 min_face_size: float | None = None, overwrite: bool = False, threads: int = 0,
                 queue_size: int = 8, progress: Callable[[int], None] | None = None, **tracker_kw) -> VideoReport:
@@ -93,7 +94,8 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
     detect_every: detector runs every N frames, optical flow tracks faces in between.
     codec, crf, preset: encoder settings (preset ``ultrafast`` is what keeps frame rate on
         2 cores; ``veryfast`` makes ~30 % smaller files at the same crf for ~3x the encode time).
-    batch_frames: frames per ``method.perturb`` call (all their faces in one batch).
+    batch_frames: at most this many frames per ``method.perturb`` call (all their faces in
+        one batch); batches also end on each detection frame.
     temporal, perturb_every: temporal blending and reuse of perturbations (``frames``).
     min_face_size: see ``frames.video_detector``; threads: encoder threads (0 = auto).
     queue_size: frames buffered between stages; progress: called with 1 per frame written.
@@ -199,7 +201,7 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
     ok = False
     try:
         batch: list = []
-        n_video = 0
+        n_video, in_batch = 0, [0]
 
         def flush() -> None:
             vids = [o for k, o in batch if k == "video"]
@@ -208,6 +210,7 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
                 if not _put(q_out, it, stop):
                     break
             batch.clear()
+            in_batch[0] = 0
 
         while True:
             try:
@@ -221,7 +224,10 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
             batch.append(it)
             if it[0] == "video":
                 n_video += 1
-                if n_video % batch_frames == 0:
+                # Batches end on a detection frame, so a face it finds can be backfilled over
+                # the frames since the previous one (frames.py); batch_frames caps the batch.
+                in_batch[0] += 1
+                if tracker.is_keyframe(n_video - 1) or in_batch[0] >= batch_frames:
                     flush()
         if not stop.is_set():
             flush()
@@ -252,7 +258,7 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
         rate=float(info.rate) if info.rate else None, duration_s=info.duration_s, rotation=info.rotation,
         pix_fmt_in=info.pix_fmt, pix_fmt_out=writer.pix_fmt, codec=codec, crf=crf,
         faces_cloaked=proc.faces, perturbations=proc.perturbed, frames_with_faces=proc.frames_with_faces,
-        tracks=proc.tracker.tracks_started if proc.tracker else 0,
+        tracks=proc.tracker.tracks_started if proc.tracker else 0, backfilled=proc.backfilled,
         detections=proc.tracker.detections_run if proc.tracker else 0,
         min_face_size=proc.detector.min_face_size if proc.tracker else 0.0,
         audio=writer.audio_modes, dropped_streams=info.other_streams,

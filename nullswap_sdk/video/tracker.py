@@ -15,6 +15,7 @@ Lucas-Kanade on ~30 points per face costs ~1-2 ms a frame. So:
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -95,6 +96,8 @@ class FaceTracker:
         self.tracks_started = 0
         self._prev_grey: np.ndarray | None = None
         self._scale = 1.0
+        self.history: deque[tuple[int, np.ndarray]] = deque(maxlen=self.detect_every + 1)  # (index, grey)
+        self.born: list[Track] = []  # tracks started by the last ``update`` call
 
     # -- per frame ---------------------------------------------------------------------------
     def is_keyframe(self, index: int) -> bool:
@@ -106,6 +109,8 @@ class FaceTracker:
         ``faces``: detections of this frame made elsewhere (e.g. on the decode thread); used
         on keyframes instead of calling ``detect``."""
         grey = self._grey(rgb)
+        self.history.append((self.frame_index, grey))
+        self.born = []
         if self.tracks and self._prev_grey is not None and self._prev_grey.shape == grey.shape:
             self._flow(self._prev_grey, grey)
         self._prev_grey = grey
@@ -130,17 +135,18 @@ class FaceTracker:
                            interpolation=cv2.INTER_AREA)
         return g
 
-    def _flow(self, prev: np.ndarray, cur: np.ndarray) -> None:
-        """Move every track by a similarity fitted to LK flow of its points (one LK call)."""
+    def _motions(self, prev: np.ndarray, cur: np.ndarray, regions: list[tuple[np.ndarray, np.ndarray]]):
+        """For each (landmarks (5, 2), box (4,)) region in ``prev``: the native-pixel
+        similarity (A (2, 2), b (2,)) that LK flow says moved it into ``cur``, or None."""
         import cv2
 
         s = self._scale
         gx, gy = np.meshgrid(np.linspace(0.15, 0.85, _GRID), np.linspace(0.15, 0.85, _GRID))
         pts, owners = [], []
-        for k, tr in enumerate(self.tracks):
-            x0, y0, x1, y1 = tr.box
+        for k, (lm, box) in enumerate(regions):
+            x0, y0, x1, y1 = box
             grid = np.stack([x0 + gx.ravel() * (x1 - x0), y0 + gy.ravel() * (y1 - y0)], 1)
-            p = np.concatenate([tr.raw, grid], 0)
+            p = np.concatenate([lm, grid], 0)
             pts.append(p)
             owners += [k] * len(p)
         # Native pixel centre x maps to (x + 0.5) * s - 0.5 in the downscaled frame.
@@ -149,25 +155,54 @@ class FaceTracker:
                                              criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
         owners_a = np.asarray(owners)
         ok = st.ravel().astype(bool)
-        for k, tr in enumerate(self.tracks):
+        out = []
+        for k in range(len(regions)):
             sel = (owners_a == k) & ok
-            if sel.sum() < 6:
-                tr.lost_flow = True
-                continue
-            M, inl = cv2.estimateAffinePartial2D(p0[sel], p1[sel], method=cv2.RANSAC,
-                                                 ransacReprojThreshold=1.0)
+            M = inl = None
+            if sel.sum() >= 6:
+                M, inl = cv2.estimateAffinePartial2D(p0[sel], p1[sel], method=cv2.RANSAC,
+                                                     ransacReprojThreshold=1.0)
             if M is None or inl is None or inl.sum() < 6:
-                tr.lost_flow = True
+                out.append(None)
                 continue
             # The fit is in downscaled pixels; conjugate it back to native pixels.
             A = M[:, :2]
             b = (M[:, 2] + (A @ np.full(2, 0.5 * s - 0.5)) - np.full(2, 0.5 * s - 0.5)) / s
-            tr.raw = tr.raw @ A.T + b
-            c = np.array([[tr.box[0], tr.box[1]], [tr.box[2], tr.box[3]]]) @ A.T + b
-            scale = float(np.sqrt(abs(np.linalg.det(A))))
-            ctr, half = c.mean(0), 0.5 * scale * (tr.box[2:] - tr.box[:2])
-            tr.box = np.concatenate([ctr - half, ctr + half])
-            tr.lost_flow = False
+            out.append((A, b))
+        return out
+
+    @staticmethod
+    def _move(lm: np.ndarray, box: np.ndarray, A: np.ndarray, b: np.ndarray):
+        c = np.array([[box[0], box[1]], [box[2], box[3]]]) @ A.T + b
+        scale = float(np.sqrt(abs(np.linalg.det(A))))
+        ctr, half = c.mean(0), 0.5 * scale * (box[2:] - box[:2])
+        return lm @ A.T + b, np.concatenate([ctr - half, ctr + half])
+
+    def _flow(self, prev: np.ndarray, cur: np.ndarray) -> None:
+        """Move every track by a similarity fitted to LK flow of its points (one LK call)."""
+        for tr, m in zip(self.tracks, self._motions(prev, cur, [(t.raw, t.box) for t in self.tracks])):
+            tr.lost_flow = m is None
+            if m is not None:
+                tr.raw, tr.box = self._move(tr.raw, tr.box, *m)
+
+    def backtrack(self, track: Track, first_index: int) -> dict[int, np.ndarray]:
+        """Landmarks of a track born on a detection frame, followed backwards by flow to the
+        earlier frames still in ``history`` (down to ``first_index``): {frame index: (5, 2)}.
+
+        A face that walks in is then cloaked from the first frame it is in, not only from the
+        detection that found it, for as many frames as the caller still holds."""
+        born = self.frame_index - 1
+        greys = dict(self.history)
+        lm, box, out = track.raw.copy(), track.box.copy(), {}
+        for i in range(born - 1, first_index - 1, -1):
+            if i not in greys or i + 1 not in greys:
+                break
+            m = self._motions(greys[i + 1], greys[i], [(lm, box)])[0]
+            if m is None:
+                break
+            lm, box = self._move(lm, box, *m)
+            out[i] = lm.copy()
+        return out
 
     def _associate(self, faces: list[Face]) -> None:
         boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
@@ -197,5 +232,6 @@ class FaceTracker:
             filt = OneEuro(self.min_cutoff, self.beta)
             keep.append(Track(id=self.tracks_started, raw=lm, box=boxes[fi].copy(), score=float(f.score),
                               filt=filt, landmarks=lm.copy()))
+            self.born.append(keep[-1])
             self.tracks_started += 1
         self.tracks = keep
