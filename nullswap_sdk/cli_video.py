@@ -5,7 +5,7 @@ import json
 import logging
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, OutputExistsError
 
 log = logging.getLogger("nullswap")
 
@@ -49,6 +49,8 @@ def run_cloak_video(args) -> int:
         raise ConfigError(f"{cloaker.method.name!r} computes each face by optimisation (~20 s per face); "
                           "it cannot run on video", hint="pass --model with the network (see `nullswap info`)")
     try:
+        if dst.exists() and not args.overwrite:
+            raise OutputExistsError(f"{dst} exists; refusing to overwrite it", hint="pass --overwrite to replace it")
         container, _, _, info = open_video(src)  # fail fast on bad input, and size the bar
         container.close()
         bar = tqdm(total=info.frames or None, unit="frame", desc=src.name, disable=args.quiet,
@@ -60,7 +62,7 @@ def run_cloak_video(args) -> int:
                                          temporal=args.temporal, perturb_every=args.perturb_every,
                                          progress=bar.update)
     except InputError as e:  # bad input / existing output: a failed file, as in `cloak`
-        log.error("%s: %s", src, e)
+        log.error("%s", e)  # the message names the file
         return 1
     if report.frames_with_faces == 0:
         log.warning("%s: no face found (at least %.0f px); written re-encoded but unchanged", src,

@@ -65,7 +65,7 @@ class VideoReport:
 
     def summary(self) -> str:
         return (f"{self.frames} frames {self.width}x{self.height} in {self.seconds:.1f} s ({self.fps:.1f} fps), "
-                f"{self.faces_cloaked} face crops cloaked in {self.frames_with_faces} frames "
+                f"{self.faces_cloaked} faces cloaked in {self.frames_with_faces} frames "
                 f"({self.tracks} track(s)), audio: {', '.join(self.audio) or 'none'}")
 
 
@@ -109,7 +109,8 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
         raise ConfigError(f"batch_frames and queue_size must be >= 1, got {batch_frames}, {queue_size}")
     if dst.exists() and not overwrite:
         what = "the input" if src.exists() and dst.resolve() == src.resolve() else "an existing file"
-        raise OutputExistsError(f"{dst} is {what}; refusing to overwrite it")
+        raise OutputExistsError(f"{dst} is {what}; refusing to overwrite it",
+                                hint="choose another output path, or pass overwrite=True (CLI: --overwrite)")
     if not dst.parent.is_dir():
         raise ConfigError(f"output folder {dst.parent} does not exist", hint="create it first")
     container, vstream, audio, info = open_video(src)
