@@ -106,7 +106,8 @@ def paste_delta(image: np.ndarray, delta: np.ndarray, M: np.ndarray, *,
         low-pass the delta first so it is resampled, not aliased into coarse noise.
     out: array to write into (may be ``image`` itself for in-place); default a copy.
     native: None uses the C++ kernel when it is built (else the reference path, logged once);
-        False forces the NumPy/OpenCV reference; True requires the kernel.
+        False forces the NumPy/OpenCV reference; True requires the kernel. A non-C-contiguous
+        ``out`` (a strided view) always takes the reference path.
     threads: worker threads of the C++ kernel (0: all cores).
 
     Only the ROI from ``crop_footprint_box`` is read and written; everywhere the warped,
@@ -125,6 +126,8 @@ def paste_delta(image: np.ndarray, delta: np.ndarray, M: np.ndarray, *,
         raise ConfigError(f"delta must be (S, S, 3), got {delta.shape}")
     if not np.isfinite(delta).all():
         raise ConfigError("delta contains NaN or inf")
+    if threads < 0:
+        raise ConfigError(f"threads must be ≥ 0 (0: all cores), got {threads}")
     if out is None:
         out = image.copy()
     elif out.shape != image.shape or out.dtype != np.uint8:
@@ -132,8 +135,6 @@ def paste_delta(image: np.ndarray, delta: np.ndarray, M: np.ndarray, *,
     elif out is not image:
         np.copyto(out, image)
 
-    if threads < 0:
-        raise ConfigError(f"threads must be ≥ 0 (0: all cores), got {threads}")
     mod = None if native is False else _native_module()
     if native and mod is None:
         raise MissingDependencyError("native=True but the C++ paste kernel is not built",
