@@ -48,9 +48,11 @@ class Cloaker:
     uint8) and ``cloak_tensor`` (torch BCHW) take faces already aligned to
     ``crop_template`` for pipelines that align themselves.
 
-    ``strength`` (default 1.0, ≥ 0) scales the method's perturbation before it is applied:
+    ``strength`` (default 1.0, 0..4) scales the method's perturbation before it is applied:
     ``cloaked = clip(crop + strength * delta, 0, 255)``. 0 leaves images unchanged; > 1
-    trades image quality for protection (measured in docs/RESULTS.md, "Strength").
+    trades image quality for protection. Measured for the shipped network on LFW (20 probes,
+    full photo path; docs/RESULTS.md, "Strength"): face-box PSNR 44.8 / 40.4 / 37.2 / 34.8 dB
+    and FaceNet cosine to the clean photo 0.97 / 0.88 / 0.78 / 0.71 at 0.5 / 1 / 1.5 / 2.
 
     Output is deterministic: the same input and settings give the same bytes. Calls are
     serialised by an internal lock (the detector and torch modules are shared), so one

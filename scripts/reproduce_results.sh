@@ -17,3 +17,8 @@ for model in pgd pgd-strong; do
   nullswap -q eval --dataset lfw-val --limit "$N" --model "$model" --steps "$STEPS" --out "$out/lfw_$model"
 done
 nullswap -q eval --dataset celeba-wild --limit 10 --model pgd --steps "$STEPS" --out "$out/wild_pgd"
+# Strength sweep of the shipped network (docs/RESULTS.md, "Strength"; 20 probes).
+for s in 0.5 1.0 1.5 2.0; do
+  nullswap -q eval --dataset lfw-val --limit 20 --model nullswap-net --strength "$s" \
+    --out "$out/lfw_strength$s" --title "lfw-val: nullswap-net strength $s"
+done
