@@ -188,7 +188,16 @@ def test_empty_face_list_skips_detection(noise, lfw_rgb):
 
 
 # ---------------------------------------------------------------- threads, lifetime
-def test_concurrent_calls_match_sequential(net, lfw_rgb):
+@pytest.fixture(scope="module")
+def shipped():
+    """The default model as users get it (its default backend)."""
+    with Cloaker.from_pretrained() as c:
+        yield c
+
+
+@pytest.mark.parametrize("which", ["net", "shipped"])
+def test_concurrent_calls_match_sequential(request, lfw_rgb, which):
+    net = request.getfixturevalue(which)
     ref = net.cloak(lfw_rgb)
     crops = _crops(net, lfw_rgb, 2)
     ref_crops = net.cloak_crops(crops)
