@@ -26,7 +26,8 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             if not matches:
                 raise ConfigError(f"no such file, folder or match: {item}", hint="check the path or quote the glob")
-            found += [(m, m.parent) for m in matches if m.is_file()]
+            root = _glob_root(item)  # "album/**/*.jpg" mirrors below album/
+            found += [(m, root) for m in matches if m.is_file()]
     seen, unique = set(), []
     for f, root in found:
         key = f.resolve()
@@ -34,6 +35,13 @@ def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
             seen.add(key)
             unique.append((f, root))
     return unique
+
+
+def _glob_root(pattern: str) -> Path:
+    """The folder part of ``pattern`` before its first wildcard."""
+    parts = Path(pattern).parts
+    fixed = parts[: next((i for i, q in enumerate(parts) if glob.has_magic(q)), len(parts))]
+    return Path(*fixed) if fixed else Path(".")
 
 
 def plan_outputs(files: list[tuple[Path, Path]], output: str | None, in_place: bool) -> list[tuple[Path, Path]]:
@@ -72,9 +80,14 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str | None, in_place: b
             if dst.suffix.lower() not in FORMAT_BY_SUFFIX:
                 dst = dst.with_suffix(".png")
             pairs.append((f, dst))
+    targets: dict[Path, Path] = {}
     for src, dst in pairs:
         if dst.resolve() == src.resolve():
             raise ConfigError(f"output {dst} would overwrite its input", hint="choose another -o, or --in-place")
+        other = targets.setdefault(dst.resolve(), src)
+        if other is not src:
+            raise ConfigError(f"{other} and {src} would both be written to {dst}",
+                              hint="cloak the folders one at a time, or pass their common parent folder")
     if not pairs:
         raise ConfigError("no input images left to cloak", hint="check the inputs and -o")
     return pairs

@@ -174,3 +174,16 @@ def test_process_level_logging_and_exit_codes(tmp_path, lfw_rgb):
     assert usage.returncode == 2 and "no such file" in usage.stderr
     for r in (ok, quiet, usage):
         assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_recursive_glob_mirrors_below_its_fixed_part_and_collisions_are_refused(tmp_path, lfw_rgb, capsys):
+    album = tmp_path / "album"
+    for sub in ("x", "y"):
+        (album / sub).mkdir(parents=True)
+        Image.fromarray(lfw_rgb).save(album / sub / "same.jpg")
+    out = tmp_path / "out"
+    assert main(["-q", "cloak", str(album / "**" / "*.jpg"), "-o", str(out), *FAST]) == 0
+    assert (out / "x" / "same.jpg").is_file() and (out / "y" / "same.jpg").is_file()
+    # Two folders holding the same relative name would collide in one output folder.
+    assert main(["-q", "cloak", str(album / "x"), str(album / "y"), "-o", str(tmp_path / "o2"), *FAST]) == 2
+    assert not (tmp_path / "o2").exists()
