@@ -144,14 +144,19 @@ class FrameBatchCloaker:
             todo = []  # (frame index, track or None (backfill), M, index into crops or -1: reuse)
             crops = []
             first = self.tracker.frame_index
+            boxes: list[list[np.ndarray]] = []  # per frame, the boxes of the tracks cloaked there
             for i, (rgb, t) in enumerate(zip(frames, times)):
                 live = self.tracker.update(rgb, t, faces[i] if faces else None)
                 for tr in self.tracker.born:  # a new face: cloak it on this batch's earlier frames too
                     for j, lm in self.tracker.backtrack(tr, first).items():
+                        cx, cy = lm.mean(0)
+                        if any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes[j - first]):
+                            continue  # an older track (lost by the detector) already cloaked it
                         crop, M = align_face(frames[j - first], lm, self.template)
                         todo.append((j - first, None, M, len(crops)))
                         crops.append(crop)
                         self.backfilled += 1
+                boxes.append([tr.box.copy() for tr in live])
                 for tr in live:
                     if tr.delta is None or tr.delta_age + 1 >= self.perturb_every:
                         crop, M = align_face(rgb, tr.landmarks, self.template)
