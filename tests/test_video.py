@@ -61,13 +61,19 @@ def test_pan_keeps_frames_timing_audio_and_cloaks_the_face(tmp_path, scene):
     assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
 
 
-def test_rotation_metadata_is_kept_and_faces_found_upright(tmp_path, cloaker, scene):
-    src = write_video(tmp_path / "rot.mp4", camera_frames(scene, 8, motion="static"), rotation=90, audio=False)
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_rotation_metadata_is_kept_and_faces_found_upright(tmp_path, cloaker, scene, rotation):
+    frames = list(camera_frames(scene, 8, motion="static"))
+    src = write_video(tmp_path / "rot.mp4", frames, rotation=rotation, audio=False)
     r = cloaker.cloak_video(src, tmp_path / "out.mp4", detect_every=4)
     b, _ = decode(tmp_path / "out.mp4")
-    assert r.rotation == 90 and b[0][2] == 90
-    assert b[0][0].shape == (W, H, 3)  # coded frames stay stored rotated
+    assert (r.rotation - rotation) % 360 == 0 and (b[0][2] - rotation) % 360 == 0  # 180 reads as -180
+    k = rotation // 90
+    assert b[0][0].shape == np.rot90(frames[0], -k).shape  # coded frames stay stored rotated
     assert r.frames_with_faces == 8  # YuNet saw the upright face
+    # ... and the cloak landed on it: shown upright, the change is on the face, not beside it.
+    up = np.rot90(b[3][0], k).astype(int) - frames[3]
+    assert np.abs(up[H // 2 - 30:H // 2 + 30, W // 2 - 25:W // 2 + 25]).mean() > 2 * np.abs(up[:, :40]).mean()
 
 
 @pytest.mark.parametrize("size,pix_fmt", [((320, 240), "yuv420p10le"), ((321, 241), "yuv444p")])
