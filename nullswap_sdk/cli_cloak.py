@@ -109,7 +109,8 @@ def run_cloak(args) -> int:
     if not 1 <= args.quality <= 100:  # checked up front: it would otherwise fail every image
         raise ConfigError(f"--quality must be 1..100, got {args.quality}", hint="95 is the default")
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
-    cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
+    cloaker = Cloaker.from_pretrained(args.model, min_face_size=getattr(args, "min_face", None),
+                                      **parse_overrides(args))
     if getattr(args, "strength", None) is not None:
         cloaker.strength = args.strength
     log.info("%r strength %g on %d file(s)", cloaker, cloaker.strength, len(pairs))

@@ -86,7 +86,8 @@ class Cloaker:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | None = None, backend: str = "auto", device: str | None = None, **overrides
+        cls, name_or_path: str | None = None, backend: str = "auto", device: str | None = None, *,
+        strength: float = 1.0, min_face_size: float | None = None, **overrides
     ) -> "Cloaker":
         """Build a cloaker by model name (``nullswap info`` lists them).
 
@@ -95,23 +96,30 @@ class Cloaker:
         a CUDA backend on a GPU; see ``nullswap_sdk.backends``) or one of "torch",
         "onnxruntime", "tensorrt", "triton"; PGD and noise run on torch only.
         ``device``: None (a CUDA GPU when torch sees one), "cpu" or "cuda[:N]".
+        ``strength``: default perturbation scale (see ``Cloaker.strength``).
+        ``min_face_size``: smallest face the detector looks for, native pixels (None: the
+        detector's default, 48; 24 also finds tiny background faces at 3-5x the detection cost).
         ``overrides`` go to the method's config (e.g. ``steps=20`` for PGD; ``precision="fp16"``,
         ``threads=4`` or ``batch_size=32`` for the network).
         """
         from .models import shipped_models
 
+        detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         name = name_or_path or DEFAULT_MODEL
         if str(name).endswith(".safetensors"):  # trained network weights (training/)
             from .network.cloaker import NetworkCloaker
 
-            return cls(NetworkCloaker(name, backend=backend, device=device, **overrides))
-        if name in shipped_models():
-            return cls(build_method(name, backend=backend, device=device, **overrides))
-        if backend not in ("auto", "torch"):
-            raise ConfigError(f"backend {backend!r} is not available for {name!r}", hint="use backend='auto' or 'torch'")
-        if device is not None and name.startswith("pgd"):
-            overrides.setdefault("device", device)
-        return cls(build_method(name, **overrides))
+            method = NetworkCloaker(name, backend=backend, device=device, **overrides)
+        elif name in shipped_models():
+            method = build_method(name, backend=backend, device=device, **overrides)
+        else:
+            if backend not in ("auto", "torch"):
+                raise ConfigError(f"backend {backend!r} is not available for {name!r}",
+                                  hint="use backend='auto' or 'torch'")
+            if device is not None and name.startswith("pgd"):
+                overrides.setdefault("device", device)
+            method = build_method(name, **overrides)
+        return cls(method, detector, strength=strength)
 
     def __repr__(self) -> str:
         if self.method is None:

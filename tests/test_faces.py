@@ -114,8 +114,10 @@ def test_many_faces_in_one_canvas(detector):
 
 
 @needs_lfw
-def test_small_and_large_faces_in_a_big_photo(detector):
-    """Pyramid: 40 px faces in a 3000x2000 photo and one face filling 1200 px are all found."""
+def test_small_and_large_faces_in_a_big_photo():
+    """Pyramid (thorough mode, min_face_size=24): 40 px faces in a 3000x2000 photo and one face
+    filling 1200 px are all found; the default (48) skips the 40 px ones."""
+    detector = FaceDetector(min_face_size=24)
     rng = np.random.default_rng(0)
     canvas = np.full((2000, 3000, 3), 110, np.uint8)
     faces = _lfw_images(9, start=400)
@@ -127,6 +129,8 @@ def test_small_and_large_faces_in_a_big_photo(detector):
     found = detector.detect(canvas)
     assert sum(f.size < 80 for f in found) >= 7
     assert sum(f.size > 500 for f in found) == 1
+    default = FaceDetector().detect(canvas)
+    assert all(f.size >= 48 for f in default) and sum(f.size > 500 for f in default) == 1
 
 
 def test_blank_and_tiny_images(detector):

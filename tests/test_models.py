@@ -61,3 +61,12 @@ def test_default_cloaker_is_the_shipped_network(lfw_rgb):
     assert len(faces) == 1 and faces[0].linf <= 8.0 + 1e-3
     assert np.array_equal(out, again)  # deterministic
     assert 0 < np.abs(out.astype(int) - lfw_rgb).max() <= 9  # changed, within L∞ 8 (+ rounding)
+
+
+def test_from_pretrained_sets_strength_and_detector_floor():
+    from nullswap_sdk import Cloaker
+
+    with Cloaker.from_pretrained(strength=0.5, min_face_size=24) as c:
+        assert c.strength == 0.5 and c.detector.min_face_size == 24
+    with Cloaker.from_pretrained() as c:
+        assert c.strength == 1.0 and c.detector.min_face_size == 48

@@ -16,8 +16,13 @@ ones fall below the score threshold. So:
 Trade-off (2 cores, busy machine, median of 5): 640x480 one pass ~40 ms; 1920x1080 two
 passes ~200 ms; 4000x3000 a 640x480 pass plus a 2667x2000 pass ~1.1-1.5 s. That second pass
 is the price of finding 24 px faces in a 12-megapixel group photo; it is about half the
-pixels of full-resolution detection, which would also miss large faces. ``min_face_size=48``
-(e.g. for video) makes it 1920x1080 ~40 ms and 4000x3000 ~0.4 s.
+pixels of full-resolution detection, which would also miss large faces.
+
+Default ``min_face_size=48``: one pass up to 1920x1080 (~40 ms there instead of ~200 ms with
+24), two on 12-megapixel photos. A face under 48 px carries little identity for a face swap
+(identity encoders read 112-160 px crops, so it would be upsampled >2x), and swap pipelines
+detect on ~640-px copies (insightface's default det_size) where such faces are ~16 px or
+less. ``min_face_size=24`` (CLI ``--min-face 24``) finds tiny background faces at that cost.
 
 Landmarks come back in YuNet order, which is the order *as seen in the image*: the eye on
 the image's left first (the subject's right eye), then right eye, nose tip, left and right
@@ -113,13 +118,14 @@ class FaceDetector:
     score_threshold: minimum YuNet score.
     nms_threshold: IoU above which overlapping boxes are merged (within and across passes).
     min_face_size: faces whose shorter box side is below this many *native* pixels are
-        skipped: too small to cloak meaningfully, and it decides how fine the pyramid goes.
+        skipped: too small to carry a usable identity, and it decides how fine the pyramid goes
+        (48 by default: one pass up to 1080p; 24 finds tiny faces at ~3-5x the cost).
     max_faces: keep at most this many (highest score first); None = all.
     detect_max_side: long side of the coarse pass (see the module docstring).
     """
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3,
-                 min_face_size: float = 24, max_faces: int | None = None,
+                 min_face_size: float = 48, max_faces: int | None = None,
                  detect_max_side: int = 640) -> None:
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_threshold <= 1.0:
             raise ConfigError(f"thresholds must be in [0, 1], got score={score_threshold}, "
