@@ -7,4 +7,4 @@ from .frames import FrameBatchCloaker, cloak_frames
 from .pipeline import VideoReport, cloak_video
 from .tracker import FaceTracker
 
-__all__ = ["cloak_video", "cloak_frames", "VideoReport", "FaceTracker", "FrameBatchCloaker"]
+__all__ = ["FaceTracker", "FrameBatchCloaker", "VideoReport", "cloak_frames", "cloak_video"]

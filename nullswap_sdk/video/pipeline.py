@@ -14,13 +14,13 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ConfigError, OutputExistsError
 from .frames import FrameBatchCloaker
-from .reader import open_video, iter_items
+from .reader import iter_items, open_video
 from .writer import VideoWriter
 
 __all__ = ["VideoReport", "cloak_video"]

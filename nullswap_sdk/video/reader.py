@@ -8,17 +8,17 @@ with no decodable frame at all is a ``VideoDecodeError``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from ..errors import VideoDecodeError
 from ._av import require_av
 
-__all__ = ["VideoInfo", "VideoFrameItem", "open_video", "iter_items", "to_rgb"]
+__all__ = ["VideoFrameItem", "VideoInfo", "iter_items", "open_video", "to_rgb"]
 
 
 @dataclass

@@ -6,7 +6,7 @@ scene an ideal video cloak gives ~0; a per-frame random perturbation gives ~its 
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -8,15 +8,15 @@ static scene realistic (real cameras never repeat a frame bit for bit).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from ._av import require_av
 
-__all__ = ["make_scene", "camera_frames", "write_video"]
+__all__ = ["camera_frames", "make_scene", "write_video"]
 
 
 def make_scene(photos: Sequence[np.ndarray], width: int, height: int, face_height: float = 0.6) -> np.ndarray:

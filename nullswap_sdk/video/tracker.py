@@ -16,8 +16,8 @@ Lucas-Kanade on ~30 points per face costs ~1-2 ms a frame. So:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..faces.detect import Face
 from .smoothing import OneEuro
 
-__all__ = ["Track", "FaceTracker", "box_iou"]
+__all__ = ["FaceTracker", "Track", "box_iou"]
 
 _GRID = 5  # grid points per side over the box, besides the 5 landmarks
 _LK_WIN = (15, 15)
@@ -59,8 +59,9 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = ix * iy
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 class FaceTracker:

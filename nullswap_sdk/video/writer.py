@@ -58,7 +58,7 @@ class VideoWriter:
                                   if k not in ("encoder", "major_brand", "minor_version", "compatible_brands")})
         try:
             av.codec.Codec(codec, "w")
-        except Exception:
+        except ValueError:  # av's UnknownCodecError
             raise ConfigError(f"unknown video encoder {codec!r}",
                               hint="e.g. libx264, libx265, libvpx-vp9, libsvtav1, mpeg4") from None
         rate = info.rate or Fraction(30)
