@@ -34,7 +34,7 @@ The NullSwap cloaking network (Wang et al., ICCV 2025, arXiv 2503.18678) as buil
 | working crop | template `{template}` resized to {size}×{size}; perturbation upsampled to the 256-px crop and pasted back at native resolution |
 | size | {params:,} parameters, {gflop:.3f} GFLOP per face, {kb} KB of weights |
 | output bound | L∞ ≤ {eps} grey levels, crop PSNR ≥ {psnr_floor} dB (per-image cap), feathered mask |
-| training steps | {step} (batch {batch}) |
+| training steps | {step} (batch {batch}){history} |
 | hardware | {hardware} |
 | recognisers in the loss | {recognisers} (white-box), balanced by Dynamic Loss Weighting (α={alpha}, γ={gamma}/epoch, k={k}, mode `{dlw_mode}`) |
 | never in the loss | {val_recognisers} (validation only) |
@@ -99,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(src, dst)
     sha = sha256_file(dst)
 
+    history = ""
+    if (run / "fork.json").is_file():  # continued from another run under a changed config
+        fork = json.loads((run / "fork.json").read_text())
+        old = json.loads((Path(fork["from"]).parent / "config.json").read_text())
+        changed = {k: v for k, v in old["network"].items() if cfg["network"].get(k) != v}
+        history = (f"; steps 0–{fork['step']} in `{Path(fork['from']).parent.name}` with "
+                   + ", ".join(f"{k}={v}" for k, v in changed.items())
+                   + f", then forked (`--fork-from`) with the config below")
     recs = cfg["recognisers"] + cfg.get("val_recognisers", [])
     rows = []
     for r in recs:
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {r} | {role} | {float(meta[f'val_cos_{r}']):.3f} | {float(meta[f'val_cos_{r}_jpeg75']):.3f} |")
     net, eot, dlw, loss, data = cfg["network"], cfg["eot"], cfg["dlw"], cfg["loss"], cfg["data"]
     card = CARD.format(
-        name=args.name, file=dst.name, sha256=sha, q=net["size"] // 4, template=net["template"], size=net["size"],
+        name=args.name, file=dst.name, sha256=sha, history=history, q=net["size"] // 4, template=net["template"], size=net["size"],
         params=count_params(model), gflop=count_flops(model, net["size"]) / 1e9, kb=dst.stat().st_size // 1024,
         eps=net["eps"], psnr_floor=net["psnr_floor"], step=step, batch=cfg["batch_size"], hardware=args.hardware,
         recognisers=", ".join(cfg["recognisers"]), alpha=dlw["alpha"], gamma=dlw["gamma"], k=dlw["k"],
