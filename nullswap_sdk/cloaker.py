@@ -139,11 +139,13 @@ class Cloaker:
 
     def close(self) -> None:
         """Release the models (and the network backend's ONNX Runtime session / GPU graphs);
-        the instance must not be used afterwards. Closing twice is harmless."""
-        release = getattr(self.method, "close", None)
-        if callable(release):
-            release()
-        self.method = None  # type: ignore[assignment]
+        the instance must not be used afterwards. Closing twice is harmless. Waits for a call
+        in progress on another thread (the lock), so it never frees a model in use."""
+        with self._lock:
+            release = getattr(self.method, "close", None)
+            if callable(release):
+                release()
+            self.method = None  # type: ignore[assignment]
 
     def describe(self) -> dict:
         """The method's JSON-able description plus the default ``strength`` (for reports)."""

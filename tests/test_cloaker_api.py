@@ -223,6 +223,35 @@ def test_closed_cloaker_refuses_every_tier(lfw_rgb):
             call()
 
 
+def test_close_waits_for_a_call_in_progress():
+    """close() from another thread must not free the model under a running call."""
+    entered, state = threading.Event(), {"closed": False, "closed_during_perturb": None}
+
+    class Slow:
+        name, template = "slow", "cloak256"
+
+        def perturb(self, crops):
+            entered.set()
+            threading.Event().wait(0.3)
+            state["closed_during_perturb"] = state["closed"]
+            return np.zeros(crops.shape, np.float32)
+
+        def describe(self):
+            return {"method": "slow"}
+
+        def close(self):
+            state["closed"] = True
+
+    c = Cloaker(Slow())
+    crops = np.zeros((1, 256, 256, 3), np.uint8)
+    t = threading.Thread(target=c.cloak_crops, args=(crops,))
+    t.start()
+    assert entered.wait(5)
+    c.close()
+    t.join()
+    assert state == {"closed": True, "closed_during_perturb": False}
+
+
 def test_py_typed_ships_with_the_package():
     """PEP 561: type checkers only read our annotations when py.typed is installed too."""
     from importlib import resources
