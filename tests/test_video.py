@@ -143,6 +143,37 @@ def test_bad_inputs_raise_typed_errors(tmp_path, cloaker, scene):
                                                                  "trunc.mp4", "audio.m4a"])
 
 
+@pytest.mark.parametrize("bad", [{"detect_every": 0}, {"temporal": 0.0}, {"perturb_every": 0}])
+def test_bad_settings_release_the_input_and_leave_no_temp_file(tmp_path, monkeypatch, cloaker, scene, bad):
+    from nullswap_sdk.errors import ConfigError
+    from nullswap_sdk.video import pipeline
+
+    src = write_video(tmp_path / "in.mp4", camera_frames(scene, 3), audio=False)
+    closed = []
+
+    class Spy:  # the input container, recording close()
+        def __init__(self, c):
+            self._c = c
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+        def close(self):
+            closed.append(True)
+            self._c.close()
+
+    real = pipeline.open_video
+
+    def spied(path):
+        container, *rest = real(path)
+        return (Spy(container), *rest)
+
+    monkeypatch.setattr(pipeline, "open_video", spied)
+    with pytest.raises(ConfigError):
+        cloaker.cloak_video(src, tmp_path / "out.mp4", **bad)
+    assert closed and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
 def test_never_overwrites_unless_asked(tmp_path, cloaker, scene):
     src = write_video(tmp_path / "in.mp4", camera_frames(scene, 4), audio=False)
     before = src.read_bytes()

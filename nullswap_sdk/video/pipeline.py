@@ -119,6 +119,7 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
     items = iter_items(container, vstream, audio, stats)
     # Peek the first frame: its rotation and real pixel format configure the writer.
     head = []
+    writer = None
     try:
         for kind, obj in items:
             head.append((kind, obj))
@@ -129,14 +130,17 @@ def cloak_video(cloaker, src, dst, *, detect_every: int = 5, codec: str = "libx2
         tmp = _temp_path(dst)
         writer = VideoWriter(tmp, fmt, container, vstream, audio, info, codec=codec, crf=crf,
                              preset=preset, threads=threads)
-    except BaseException:
+        proc = FrameBatchCloaker(cloaker, detect_every=detect_every, temporal=temporal, rotation=info.rotation,
+                                 min_face_size=min_face_size, perturb_every=perturb_every, **tracker_kw)
+        # Keyframe detection runs on the decode thread (cv2 releases the GIL), off the critical
+        # path of the cloaking thread; the tracker takes its result on that frame.
+        tracker = proc.prepare(head[-1][1].rgb.shape)
+    except BaseException:  # e.g. a bad detect_every/temporal: release the input and the output
+        if writer is not None:
+            writer.abort()
+            tmp.unlink(missing_ok=True)
         container.close()
         raise
-    proc = FrameBatchCloaker(cloaker, detect_every=detect_every, temporal=temporal, rotation=info.rotation,
-                             min_face_size=min_face_size, perturb_every=perturb_every, **tracker_kw)
-    # Keyframe detection runs on the decode thread (cv2 releases the GIL), off the critical path
-    # of the cloaking thread; the tracker takes its result on that frame.
-    tracker = proc.prepare(head[-1][1].rgb.shape)
     q_in: queue.Queue = queue.Queue(queue_size)
     q_out: queue.Queue = queue.Queue(queue_size)
     stop = threading.Event()
