@@ -275,6 +275,14 @@ def test_cloak_frames_latency_order_and_inputs_untouched(cloaker, scene):
     assert all(np.abs(o.astype(int) - f).max() > 0 for o, f in zip(out, frames))
 
 
+@pytest.mark.parametrize("fps", [0, -30.0, float("nan")])
+def test_cloak_frames_rejects_a_bad_fps(cloaker, scene, fps):
+    from nullswap_sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fps"):
+        list(cloaker.cloak_frames(camera_frames(scene, 2), fps=fps))
+
+
 def test_missing_pyav_names_the_extra(monkeypatch):
     from nullswap_sdk.video._av import require_av
 

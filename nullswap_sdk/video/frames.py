@@ -219,6 +219,8 @@ def cloak_frames(cloaker, frames: Iterable[np.ndarray], *, fps: float = 30.0, lo
     smoothing. The input arrays are not modified."""
     if lookahead < 1:
         raise ConfigError(f"lookahead must be >= 1, got {lookahead}")
+    if not 0.0 < fps < float("inf"):  # fps times the frames: 0 would divide by zero
+        raise ConfigError(f"fps must be a positive number, got {fps}")
     fmt = image_format.upper()
     if fmt not in ("RGB", "BGR"):
         raise ConfigError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
