@@ -44,6 +44,8 @@ def run_cloak_video(args) -> int:
     from .video.reader import open_video
 
     src, dst = Path(args.input), Path(args.output)
+    if args.report and not Path(args.report).parent.is_dir():  # checked before any work is done
+        raise ConfigError(f"--report folder {Path(args.report).parent} does not exist", hint="create it first")
     cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
     if cloaker.method.name.startswith("pgd"):
         raise ConfigError(f"{cloaker.method.name!r} computes each face by optimisation (~20 s per face); "

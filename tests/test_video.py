@@ -306,3 +306,13 @@ def test_cli_cloak_video_exit_codes(tmp_path, scene, capsys):
     bad.write_bytes(b"not a video")
     assert main(["-q", "cloak-video", str(bad), "-o", str(tmp_path / "o2.mp4"), "--model", "noise"]) == 1
     assert main(["-q", "cloak-video", str(src), "-o", str(tmp_path / "o3.mp4"), "--model", "pgd"]) == 2
+
+
+def test_cli_cloak_video_report_folder_checked_up_front(tmp_path, scene):
+    from nullswap_sdk.cli import main
+
+    src = write_video(tmp_path / "in.mp4", camera_frames(scene, 3), audio=False)
+    out = tmp_path / "out.mp4"
+    assert main(["-q", "cloak-video", str(src), "-o", str(out), "--model", "noise",
+                 "--report", str(tmp_path / "missing" / "r.json")]) == 2
+    assert not out.exists()  # a usage error: nothing written
