@@ -316,3 +316,13 @@ def test_cli_cloak_video_report_folder_checked_up_front(tmp_path, scene):
     assert main(["-q", "cloak-video", str(src), "-o", str(out), "--model", "noise",
                  "--report", str(tmp_path / "missing" / "r.json")]) == 2
     assert not out.exists()  # a usage error: nothing written
+
+
+@pytest.mark.parametrize("codec", ["aac", "no-such-encoder"])
+def test_a_codec_that_is_not_a_video_encoder_is_a_config_error(tmp_path, cloaker, scene, codec):
+    from nullswap_sdk.errors import ConfigError
+
+    src = write_video(tmp_path / "in.mp4", camera_frames(scene, 2), audio=False)
+    with pytest.raises(ConfigError, match="video encoder") as e:
+        cloaker.cloak_video(src, tmp_path / "out.mkv", codec=codec)
+    assert e.value.hint and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

@@ -57,10 +57,12 @@ class VideoWriter:
         self.out.metadata.update({k: v for k, v in src_container.metadata.items()
                                   if k not in ("encoder", "major_brand", "minor_version", "compatible_brands")})
         try:
-            av.codec.Codec(codec, "w")
+            kind = av.codec.Codec(codec, "w").type
         except ValueError:  # av's UnknownCodecError
-            raise ConfigError(f"unknown video encoder {codec!r}",
-                              hint="e.g. libx264, libx265, libvpx-vp9, libsvtav1, mpeg4") from None
+            kind = None
+        if kind != "video":  # unknown, or an audio/subtitle encoder (e.g. aac)
+            raise ConfigError(f"{codec!r} is not a known video encoder",
+                              hint="e.g. libx264, libx265, libvpx-vp9, libsvtav1, mpeg4")
         rate = info.rate or Fraction(30)
         v = self.out.add_stream(codec, rate=rate)
         v.width, v.height = info.width, info.height
