@@ -326,3 +326,13 @@ def test_a_codec_that_is_not_a_video_encoder_is_a_config_error(tmp_path, cloaker
     with pytest.raises(ConfigError, match="video encoder") as e:
         cloaker.cloak_video(src, tmp_path / "out.mkv", codec=codec)
     assert e.value.hint and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+@pytest.mark.parametrize("bad", [{"preset": "bogus"}, {"crf": -5}])
+def test_encoder_settings_it_refuses_are_a_config_error(tmp_path, cloaker, scene, bad):
+    from nullswap_sdk.errors import ConfigError
+
+    src = write_video(tmp_path / "in.mp4", camera_frames(scene, 2), audio=False)
+    with pytest.raises(ConfigError, match="refused") as e:
+        cloaker.cloak_video(src, tmp_path / "out.mp4", **bad)
+    assert e.value.hint and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

@@ -92,6 +92,12 @@ class VideoWriter:
                 v.set_display_rotation(info.rotation)
             else:  # pragma: no cover - PyAV < 18
                 log.warning("this PyAV cannot write rotation metadata; output is stored unrotated")
+        try:  # open the encoder now: bad settings fail here, typed, not on the encode thread
+            v.codec_context.open(strict=False)
+        except av.error.FFmpegError as e:
+            self.out.close()
+            raise ConfigError(f"the {codec} encoder refused its settings (crf={crf}, preset={preset}): {e}",
+                              hint="x264/x265: crf 0-51, preset ultrafast ... veryslow") from None
         self.vstream = v
         self._tb = info.time_base
         self._last_pts: int | None = None
