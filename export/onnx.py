@@ -145,7 +145,11 @@ def export_onnx(model: NullSwapNet, *, precision: str = "fp32", opset: int = DEF
     for k, v in onnx_metadata(net, precision, metadata).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:  # e.g. an opset too old for the graph's ops
+        raise ModelFormatError(f"the ONNX graph exported at opset {opset} is invalid: {e}",
+                               hint=f"export with the default opset {DEFAULT_OPSET}") from None
     return proto.SerializeToString()
 
 

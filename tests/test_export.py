@@ -105,6 +105,14 @@ def test_export_rejects_bad_arguments(net):
         export_onnx(torch.nn.Conv2d(3, 3, 1))
 
 
+def test_export_at_an_opset_too_old_is_a_model_format_error(net):
+    from nullswap_sdk.errors import ModelFormatError
+
+    with pytest.raises(ModelFormatError, match="opset 5") as e:
+        export_onnx(net, opset=5)
+    assert str(DEFAULT_OPSET) in e.value.hint
+
+
 def test_cli_export_onnx(tmp_path, capsys):
     weights = save_network(_net(NetworkConfig(width=8, tail_width=8)), tmp_path / "w.safetensors")
     out = tmp_path / "net.onnx"
