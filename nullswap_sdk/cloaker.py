@@ -106,19 +106,26 @@ class Cloaker:
 
         detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         name = name_or_path or DEFAULT_MODEL
-        if str(name).endswith(".safetensors"):  # trained network weights (training/)
-            from .network.cloaker import NetworkCloaker
+        try:
+            if str(name).endswith(".safetensors"):  # trained network weights (training/)
+                from .network.cloaker import NetworkCloaker
 
-            method = NetworkCloaker(name, backend=backend, device=device, **overrides)
-        elif name in shipped_models():
-            method = build_method(name, backend=backend, device=device, **overrides)
-        else:
-            if backend not in ("auto", "torch"):
-                raise ConfigError(f"backend {backend!r} is not available for {name!r}",
-                                  hint="use backend='auto' or 'torch'")
-            if device is not None and name.startswith("pgd"):
-                overrides.setdefault("device", device)
-            method = build_method(name, **overrides)
+                method = NetworkCloaker(name, backend=backend, device=device, **overrides)
+            elif name in shipped_models():
+                method = build_method(name, backend=backend, device=device, **overrides)
+            else:
+                if backend not in ("auto", "torch"):
+                    raise ConfigError(f"backend {backend!r} is not available for {name!r}",
+                                      hint="use backend='auto' or 'torch'")
+                if device is not None and name.startswith("pgd"):
+                    overrides.setdefault("device", device)
+                method = build_method(name, **overrides)
+        except TypeError as e:  # an override this model does not take (e.g. steps= for the network)
+            if "unexpected keyword argument" not in str(e):
+                raise
+            raise ConfigError(f"model {str(name)!r} does not take that setting ({e})",
+                              hint="steps= / --steps is for the pgd models; check the setting against "
+                                   "the model's config (`nullswap info` lists the models)") from None
         return cls(method, detector, strength=strength)
 
     def __repr__(self) -> str:

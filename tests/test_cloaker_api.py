@@ -252,6 +252,13 @@ def test_close_waits_for_a_call_in_progress():
     assert state == {"closed": True, "closed_during_perturb": False}
 
 
+@pytest.mark.parametrize("name, kw", [(None, {"steps": 20}), ("noise", {"bogus": 1})])
+def test_a_setting_the_model_does_not_take_is_a_config_error(name, kw):
+    with pytest.raises(ConfigError, match="does not take") as e:
+        Cloaker.from_pretrained(name, **kw)
+    assert "steps" in e.value.hint
+
+
 def test_py_typed_ships_with_the_package():
     """PEP 561: type checkers only read our annotations when py.typed is installed too."""
     from importlib import resources
