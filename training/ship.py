@@ -70,7 +70,7 @@ Crop PSNR {val_psnr:.1f} dB, SSIM {val_ssim:.4f}.
 Measured on the shipped file through the full photo path (detect → align → cloak → paste →
 save as JPEG q95 → re-detect → each recogniser's own alignment): see `docs/RESULTS.md`
 (section "NullSwap network"), reproducible with `bash scripts/reproduce_results.sh`.
-
+{photo}
 ## Limits
 
 Protection is partial (see the numbers above and in docs/RESULTS.md): the network reduces,
@@ -80,6 +80,21 @@ face-swap model.
 """
 
 
+def _photo_summary(path: Path) -> str:
+    """A Markdown table of one eval report: quality, then cosine / Top-1 (clean) per recogniser."""
+    rep = json.loads(path.read_text())
+    q = rep["quality"]
+    lines = [f"\n`{path.name}`: PSNR {q['psnr']:.2f} dB / SSIM {q['ssim']:.4f} on the saved photos "
+             f"(face box {q['psnr_face']:.2f} / {q['ssim_face']:.4f}).\n",
+             "| transform | " + " | ".join(rep["identity"]["none"]["recognisers"]) + " |",
+             "|---|" + "---|" * len(rep["identity"]["none"]["recognisers"])]
+    for variant in ("none", "jpeg75"):
+        recs = rep["identity"][variant]["recognisers"]
+        lines.append(f"| {variant} | " + " | ".join(
+            f"{r['cosine']:.3f} / {r['top1']:.2f} ({r['top1_clean']:.2f})" for r in recs.values()) + " |")
+    return "\n".join(lines) + "\n\nCells: identity cosine clean vs cloaked / Top-1 of the cloaked probe (clean Top-1).\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__.split("\n")[0])
     ap.add_argument("--run", required=True, help="run folder (config.json, metrics.jsonl, weights)")
@@ -87,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="nullswap-net")
     ap.add_argument("--file", default="nullswap_net_v1", help="file stem inside nullswap_sdk/models")
     ap.add_argument("--hardware", default="2-core shared CPU, 1 thread (no GPU lent)")
+    ap.add_argument("--photo-report", action="append", default=[], metavar="JSON",
+                    help="an `nullswap eval` report of these weights to summarise in the card (repeatable)")
     ap.add_argument("--description", default="NullSwap feed-forward cloaking network (default)")
     args = ap.parse_args(argv)
 
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copyfile(src, dst)
     sha = sha256_file(dst)
 
+    photo = "".join(_photo_summary(Path(p)) for p in args.photo_report)
     history = ""
     if (run / "fork.json").is_file():  # continued from another run under a changed config
         fork = json.loads((run / "fork.json").read_text())
@@ -115,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(f"| {r} | {role} | {float(meta[f'val_cos_{r}']):.3f} | {float(meta[f'val_cos_{r}_jpeg75']):.3f} |")
     net, eot, dlw, loss, data = cfg["network"], cfg["eot"], cfg["dlw"], cfg["loss"], cfg["data"]
     card = CARD.format(
-        name=args.name, file=dst.name, sha256=sha, history=history, q=net["size"] // 4, template=net["template"], size=net["size"],
+        name=args.name, file=dst.name, sha256=sha, history=history, photo=photo, q=net["size"] // 4, template=net["template"], size=net["size"],
         params=count_params(model), gflop=count_flops(model, net["size"]) / 1e9, kb=dst.stat().st_size // 1024,
         eps=net["eps"], psnr_floor=net["psnr_floor"], step=step, batch=cfg["batch_size"], hardware=args.hardware,
         recognisers=", ".join(cfg["recognisers"]), alpha=dlw["alpha"], gamma=dlw["gamma"], k=dlw["k"],
