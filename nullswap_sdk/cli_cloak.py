@@ -137,15 +137,14 @@ def run_cloak(args) -> int:
 
 
 def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict) -> None:
+    from .errors import OutputExistsError
     from .imageio import load_image, save_image
 
+    overwrite = args.overwrite or args.in_place
+    if dst.exists() and not overwrite:  # before the work, so the summary only counts written faces
+        raise OutputExistsError(f"{dst} already exists", hint="choose another -o, or pass --overwrite")
     img = load_image(src)
     out, faces = cloaker.cloak(img.rgb, return_faces=True)
-    if not faces:
-        tally["noface"] += 1
-        log.warning("%s: no face found (at least %d px); written unchanged", src,
-                    cloaker.detector.min_face_size)
-    tally["faces"] += len(faces)
     log.debug("%s: %d face(s), %s", src, len(faces), ", ".join(f"{f.psnr_crop:.1f} dB" for f in faces))
     dst.parent.mkdir(parents=True, exist_ok=True)
     # Only what save_image is given is written: EXIF (GPS), XMP and comments are dropped
@@ -154,5 +153,10 @@ def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict) -> None:
         dst, out, format=None, quality=args.quality, alpha=img.alpha,
         exif=img.exif if args.keep_metadata else None,
         icc_profile=img.icc_profile,
-        overwrite=args.overwrite or args.in_place,
+        overwrite=overwrite,
     )
+    if not faces:
+        tally["noface"] += 1
+        log.warning("%s: no face found (at least %d px); written unchanged", src,
+                    cloaker.detector.min_face_size)
+    tally["faces"] += len(faces)

@@ -55,6 +55,14 @@ def test_existing_output_not_overwritten_without_flag(lfw_photo_path, tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
+def test_summary_counts_only_written_faces(lfw_photo_path, tmp_path, capsys):
+    out = tmp_path / "out.jpg"
+    out.write_bytes(b"keep me")
+    assert main(["cloak", str(lfw_photo_path), "-o", str(out)]) == 1
+    summary = capsys.readouterr().out
+    assert "0/1 image(s) written, 0 face(s) cloaked" in summary and "--overwrite" in summary
+
+
 def test_missing_input_is_usage_error(tmp_path):
     assert main(["-q", "cloak", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o.jpg")]) == 2
 
