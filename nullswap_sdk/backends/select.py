@@ -1,10 +1,10 @@
 """Choosing and building a backend: explicit requests are strict, ``auto`` falls back.
 
 ``auto`` tries, in order, on a GPU: tensorrt (ONNX Runtime's TensorRT provider), triton,
-torch (CUDA), onnxruntime (CUDA provider); on a CPU: onnxruntime (fastest there: ~2× eager
-torch for this net), then torch. A candidate whose packages or hardware are missing is
-skipped quietly (logged at INFO). A candidate that is present but fails to build is a
-*fallback*: logged once per process as a warning and recorded in ``Selection.fallback_from``
+torch (CUDA), onnxruntime (CUDA provider); on a CPU: onnxruntime (fastest there: ~2.7× eager
+torch for this net), then torch. A candidate whose hardware or optional package (CUDA,
+TensorRT, triton) is missing is skipped quietly (logged at INFO). A candidate that fails to
+build, or whose required package (e.g. onnxruntime) is missing, is a *fallback*: logged once per process as a warning and recorded in ``Selection.fallback_from``
 (``Cloaker.__repr__`` shows it). An explicit backend never falls back: it raises.
 The GPU order is a design choice, not yet measured on a GPU.
 """
