@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
     e.add_argument("--title", default=None, help="Markdown heading")
 
-    sub.add_parser("info", help="models, recognisers, backends and versions")
+    i = sub.add_parser("info", help="models, recognisers, backends and versions")
+    i.add_argument("--card", nargs="?", const="nullswap-net", default=None, metavar="MODEL",
+                   help="print a shipped model's card (Markdown) instead (default: nullswap-net)")
 
     from .cli_export import add_export_parser  # light: onnx/tensorrt load only when exporting
 

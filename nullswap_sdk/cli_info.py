@@ -44,5 +44,10 @@ def collect_info() -> dict:
 
 
 def run_info(args) -> int:
+    if getattr(args, "card", None):
+        from .models import model_card
+
+        print(model_card(args.card))  # unknown names: ModelNotFoundError listing the shipped ones
+        return 0
     print(json.dumps(collect_info(), indent=2))
     return 0

@@ -70,3 +70,11 @@ def test_from_pretrained_sets_strength_and_detector_floor():
         assert c.strength == 0.5 and c.detector.min_face_size == 24
     with Cloaker.from_pretrained() as c:
         assert c.strength == 1.0 and c.detector.min_face_size == 48
+
+
+def test_info_prints_the_model_card(capsys):
+    from nullswap_sdk.cli import main
+
+    assert main(["info", "--card"]) == 0
+    assert "Model card: nullswap-net" in capsys.readouterr().out
+    assert main(["-q", "info", "--card", "nope"]) == 2
