@@ -53,10 +53,13 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str | None, in_place: b
     if in_place:
         if output:
             raise ConfigError("--in-place and -o are exclusive", hint="drop one of them")
-        gifs = [f for f, _ in files if f.suffix.lower() not in FORMAT_BY_SUFFIX]
-        if gifs:
-            raise ConfigError(f"cannot cloak {gifs[0]} in place: GIF output is not supported",
-                              hint="use -o OUT_DIR (GIFs are written as PNG)")
+        unwritable = [f for f, _ in files if f.suffix.lower() not in FORMAT_BY_SUFFIX]
+        if unwritable:
+            f = unwritable[0]
+            why = "GIF output is not supported" if f.suffix.lower() == ".gif" else \
+                f"its suffix {f.suffix or '(none)'!r} names no format we write"
+            raise ConfigError(f"cannot cloak {f} in place: {why}",
+                              hint=f"use -o OUT_DIR (GIFs are written as PNG); writable: {sorted(FORMAT_BY_SUFFIX)}")
         return [(f, f) for f, _ in files]
     if not output:
         raise ConfigError("no output given", hint="pass -o FILE_OR_FOLDER, or --in-place to overwrite inputs")

@@ -187,3 +187,17 @@ def test_recursive_glob_mirrors_below_its_fixed_part_and_collisions_are_refused(
     # Two folders holding the same relative name would collide in one output folder.
     assert main(["-q", "cloak", str(album / "x"), str(album / "y"), "-o", str(tmp_path / "o2"), *FAST]) == 2
     assert not (tmp_path / "o2").exists()
+
+
+def test_in_place_names_the_unwritable_suffix(tmp_path):
+    from nullswap_sdk.cli_cloak import plan_outputs
+    from nullswap_sdk.errors import ConfigError
+
+    f = tmp_path / "photo.jfif"
+    f.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="'.jfif' names no format"):
+        plan_outputs([(f, tmp_path)], None, in_place=True)
+    g = tmp_path / "anim.gif"
+    g.write_bytes(b"x")
+    with pytest.raises(ConfigError, match="GIF output is not supported"):
+        plan_outputs([(g, tmp_path)], None, in_place=True)
