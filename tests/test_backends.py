@@ -219,3 +219,18 @@ def test_gpu_backends_match_cpu_torch(weights, backend, precision):
 def test_auto_uses_the_gpu(weights):
     c = NetworkCloaker(weights)
     assert c.device.startswith("cuda") and c.backend in ("tensorrt", "triton", "torch", "onnxruntime")
+
+
+def test_explicit_backend_that_fails_to_start_is_a_typed_error(monkeypatch):
+    """A runtime error inside a backend's start-up (e.g. ONNX Runtime dropping a provider it
+    cannot load) reaches an explicit caller as BackendUnavailableError with a hint."""
+    from nullswap_sdk.backends import select
+    from nullswap_sdk.errors import BackendUnavailableError
+
+    def broken(name, *a, **kw):
+        raise RuntimeError("onnxruntime could not load CUDAExecutionProvider")
+
+    monkeypatch.setattr(select, "_build", broken)
+    with pytest.raises(BackendUnavailableError, match="failed to start") as e:
+        create_runner(NullSwapNet(NetworkConfig(width=8, tail_width=8, size=64)), "onnxruntime", "cpu")
+    assert "auto" in e.value.hint

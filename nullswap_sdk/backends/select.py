@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import BackendUnavailableError, ConfigError
+from ..errors import BackendUnavailableError, ConfigError, NullSwapError
 from .base import Runner, require_cuda_for_fp16, resolve_device
 
 if TYPE_CHECKING:  # the network package imports this one
@@ -70,7 +70,14 @@ def create_runner(model: NullSwapNet, backend: str = "auto", device: str | None 
     require_cuda_for_fp16(precision, dev)  # a bad request fails before any export work
     kw = {"weights_sha256": weights_sha256, "precision": precision, "threads": threads, "max_batch": max_batch}
     if backend != "auto":
-        return Selection(_build(backend, model, dev, **kw), backend)
+        try:
+            return Selection(_build(backend, model, dev, **kw), backend)
+        except NullSwapError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. ORT dropping a provider it cannot load
+            raise BackendUnavailableError(f"backend {backend!r} failed to start on {dev}: {type(e).__name__}: {e}",
+                                          hint="use backend='auto' (falls back to one that runs) or "
+                                               "check the runtime's installation (`nullswap info`)") from e
     skipped: dict[str, str] = {}
     failed: list[str] = []
     for name in AUTO_ORDER["cuda" if dev.startswith("cuda") else "cpu"]:
