@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from .errors import ConfigError, InputError, OutputExistsError
@@ -41,7 +42,6 @@ def run_cloak_video(args) -> int:
 
     from .cli import parse_overrides
     from .cloaker import Cloaker
-    from .video.reader import open_video
 
     src, dst = Path(args.input), Path(args.output)
     if args.report and not Path(args.report).parent.is_dir():  # checked before any work is done
@@ -50,12 +50,19 @@ def run_cloak_video(args) -> int:
     if cloaker.method.name.startswith("pgd"):
         raise ConfigError(f"{cloaker.method.name!r} computes each face by optimisation (~20 s per face); "
                           "it cannot run on video", hint="pass --model with the network (see `nullswap info`)")
+    with cloaker:  # releases the backend's session when done
+        return _run(cloaker, src, dst, args, progress_bar=tqdm)
+
+
+def _run(cloaker, src: Path, dst: Path, args, progress_bar) -> int:
+    from .video.reader import open_video
+
     try:
         if dst.exists() and not args.overwrite:
             raise OutputExistsError(f"{dst} exists; refusing to overwrite it", hint="pass --overwrite to replace it")
         container, _, _, info = open_video(src)  # fail fast on bad input, and size the bar
         container.close()
-        bar = tqdm(total=info.frames or None, unit="frame", desc=src.name, disable=args.quiet,
+        bar = progress_bar(total=info.frames or None, unit="frame", desc=src.name, disable=args.quiet,
                    smoothing=0.1, dynamic_ncols=True)
         with bar:
             report = cloaker.cloak_video(src, dst, detect_every=args.detect_every, codec=args.codec, crf=args.crf,
@@ -69,8 +76,11 @@ def run_cloak_video(args) -> int:
     if report.frames_with_faces == 0:
         log.warning("%s: no face found (at least %.0f px); written re-encoded but unchanged", src,
                     report.min_face_size)
-    if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+    if args.report:  # atomic, like every other output
+        report_path = Path(args.report)
+        tmp = report_path.with_name(f".{report_path.name}.tmp")
+        tmp.write_text(json.dumps(report.to_dict(), indent=2))
+        os.replace(tmp, report_path)
     if not args.quiet:
         print(f"{dst}: {report.summary()}")
     return 0
