@@ -19,7 +19,6 @@ directly (trtexec, Triton Inference Server, C++).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, MissingDependencyError, ModelFormatError
-from ._files import atomic_write_bytes
+from ._files import atomic_write_bytes, sha256_bytes
 
 __all__ = ["EngineProfile", "build_engine", "engine_cache_key", "import_tensorrt"]
 
@@ -99,7 +98,7 @@ def build_engine(onnx_path: str | os.PathLike, *, precision: str = "fp16", profi
     from .onnx import INPUT_NAME
 
     data = Path(onnx_path).read_bytes()
-    key = engine_cache_key(hashlib.sha256(data).hexdigest(), trt.__version__, _gpu_name(), precision, profile)
+    key = engine_cache_key(sha256_bytes(data), trt.__version__, _gpu_name(), precision, profile)
     from ..backends.onnx_cache import cache_dir as default_cache
 
     cdir = Path(cache_dir) if cache_dir is not None else default_cache() / "tensorrt"

@@ -79,6 +79,10 @@ class Cloaker:
     def strength(self, value: float) -> None:
         self._strength = _check_strength(value)
 
+    def _call_strength(self, strength: float | None) -> float:
+        """A call's ``strength=`` argument, or the instance default when None."""
+        return self._strength if strength is None else _check_strength(strength)
+
     @property
     def crop_template(self):
         """The ``faces.templates.Template`` crops must be aligned to (``.size`` px square)."""
@@ -208,7 +212,7 @@ class Cloaker:
             bit-identical to the input. A photo without faces is returned unchanged (a copy).
         """
         method = self._open_method()
-        s = self._strength if strength is None else _check_strength(strength)
+        s = self._call_strength(strength)
         rgb = _as_rgb(image, image_format)
         if faces is not None:
             faces = as_faces(faces)
@@ -242,7 +246,7 @@ class Cloaker:
             use ``cloak`` for whole photos.
         """
         method = self._open_method()
-        s = self._strength if strength is None else _check_strength(strength)
+        s = self._call_strength(strength)
         crops = self._check_crops(crops)
         with self._lock:
             delta = _scaled_deltas(method, crops, s)
@@ -264,7 +268,7 @@ class Cloaker:
         import torch
 
         method = self._open_method()
-        s = self._strength if strength is None else _check_strength(strength)
+        s = self._call_strength(strength)
         S = self._template.size
         if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != (3, S, S):
             got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__

@@ -6,7 +6,6 @@ error, never a fetch.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..errors import ModelIntegrityError, ModelNotFoundError
+from ..recognisers.registry import sha256_file  # one hashing helper for every model file
 
 __all__ = ["ShippedModel", "shipped_models", "shipped_weights", "model_card", "sha256_file"]
 
@@ -38,14 +38,6 @@ def shipped_models() -> dict[str, ShippedModel]:
     if not path.is_file():
         return {}
     return {name: ShippedModel(name=name, **entry) for name, entry in json.loads(path.read_text()).items()}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @lru_cache(maxsize=None)

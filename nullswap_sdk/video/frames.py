@@ -172,20 +172,19 @@ class FrameBatchCloaker:
             t1 = time.perf_counter()
             deltas = self.cloaker.method.perturb(np.stack(crops)) if crops else []
         t2 = time.perf_counter()
-        strength = float(getattr(self.cloaker, "strength", 1.0))
+        strength = self.cloaker.strength
         seen = set()
         for i, tr, M, k in todo:
-            if tr is None:
-                d = np.asarray(deltas[k], np.float32) * strength
-            elif k >= 0:
+            if k < 0:  # reuse the track's last perturbation at the current alignment
+                d = tr.delta
+            else:
                 d = np.asarray(deltas[k], np.float32)
                 if strength != 1.0:
                     d = d * strength
-                if self.temporal < 1.0 and isinstance(tr.delta, np.ndarray):
-                    d = self.temporal * d + (1.0 - self.temporal) * tr.delta
-                tr.delta = d
-            else:
-                d = tr.delta
+                if tr is not None:
+                    if self.temporal < 1.0 and isinstance(tr.delta, np.ndarray):
+                        d = self.temporal * d + (1.0 - self.temporal) * tr.delta
+                    tr.delta = d
             paste_delta(frames[i], d, M, feather=0.0, out=frames[i])  # the method feathers its delta
             seen.add(i)
         t3 = time.perf_counter()
