@@ -100,7 +100,7 @@ def test_gpu_backends_raise_a_typed_error_on_cpu(weights, backend):
 @cpu_only
 def test_available_backends_lists_what_runs_here():
     from nullswap_sdk.backends import available_backends
-    from nullswap_sdk.cli_info import collect_info
+    from nullswap_sdk.cli.info import collect_info
 
     got = available_backends()
     assert got["onnxruntime@cpu"] == got["torch@cpu"] == "available"

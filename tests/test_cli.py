@@ -77,10 +77,33 @@ def test_info_lists_models_and_recognisers(capsys):
 def test_set_overrides_parse_json_and_reject_garbage(tmp_path, lfw_photo_path):
     import argparse
 
-    from nullswap_sdk.cli import parse_overrides
+    from nullswap_sdk.cli._common import parse_overrides
 
     ns = argparse.Namespace(steps=3, overrides=["psnr_floor=38", "recognisers=[\"sface\"]", "template=cloak256"])
     assert parse_overrides(ns) == {"steps": 3, "psnr_floor": 38, "recognisers": ["sface"], "template": "cloak256"}
     out = tmp_path / "o.jpg"
     assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), "--model", "noise", "--set", "nonsense"]) == 2
     assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), "--model", "noise", "--set", "psnr=35"]) == 0
+
+
+@pytest.mark.parametrize("module", ["cloak", "eval", "info", "export", "video", "_common", "_main"])
+def test_each_cli_module_imports_first_without_a_cycle(module):
+    """Importing any command module first, in a fresh interpreter, must work (issue 12 item 3)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", f"import nullswap_sdk.cli.{module} as m; m.__name__"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_parser_builds_without_heavy_imports():
+    """`nullswap --help` stays light: torch, OpenCV, ONNX Runtime and PyAV load only in `run`."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nullswap_sdk.cli._main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'cv2', 'onnxruntime', 'av') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"

@@ -190,7 +190,7 @@ def test_recursive_glob_mirrors_below_its_fixed_part_and_collisions_are_refused(
 
 
 def test_in_place_names_the_unwritable_suffix(tmp_path):
-    from nullswap_sdk.cli_cloak import plan_outputs
+    from nullswap_sdk.cli.cloak import plan_outputs
     from nullswap_sdk.errors import ConfigError
 
     f = tmp_path / "photo.jfif"

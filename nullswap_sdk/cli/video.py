@@ -1,17 +1,18 @@
 """``nullswap cloak-video IN -o OUT``: one video in, one cloaked video out."""
 from __future__ import annotations
 
+import argparse
 import json
-import logging
 import os
 from pathlib import Path
 
-from .errors import ConfigError, InputError, OutputExistsError
+from ..errors import ConfigError, InputError, OutputExistsError
+from ._common import add_overrides, log, parse_overrides
 
-log = logging.getLogger("nullswap")
+__all__ = ["add_parser", "run"]
 
 
-def add_video_parser(sub) -> None:
+def add_parser(sub) -> None:
     v = sub.add_parser("cloak-video", help="cloak every face of a video (needs the [video] extra)",
                        epilog="exit codes: 0 written (a video without faces included), 1 bad input or "
                               "existing output (nothing written), 2 bad arguments or model, 130 interrupted")
@@ -33,15 +34,13 @@ def add_video_parser(sub) -> None:
                    help="run the network every K frames per face, reusing its perturbation between (default 2)")
     v.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     v.add_argument("--report", default=None, help="also write the run's report as JSON here")
-    v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model config field (repeatable)")
+    add_overrides(v, "threads=2")
 
 
-def run_cloak_video(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .cli import parse_overrides
-    from .cloaker import Cloaker
+    from ..cloaker import Cloaker
 
     src, dst = Path(args.input), Path(args.output)
     if args.report and not Path(args.report).parent.is_dir():  # checked before any work is done
@@ -55,7 +54,7 @@ def run_cloak_video(args) -> int:
 
 
 def _run(cloaker, src: Path, dst: Path, args, progress_bar) -> int:
-    from .video.reader import open_video
+    from ..video.reader import open_video
 
     try:
         if dst.exists() and not args.overwrite:

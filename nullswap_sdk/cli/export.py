@@ -6,12 +6,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from .errors import ConfigError, ModelFormatError, OutputExistsError
+from ..errors import ConfigError, ModelFormatError, OutputExistsError
 
-__all__ = ["add_export_parser", "run_export"]
+__all__ = ["add_parser", "run"]
 
 
-def add_export_parser(sub) -> None:
+def add_parser(sub) -> None:
     x = sub.add_parser("export", help="export the network: ONNX graph or TensorRT engine",
                        description="Export the cloaking network for other runtimes (see export/README.md).")
     kinds = x.add_subparsers(dest="export_kind", required=True)
@@ -41,9 +41,9 @@ def add_export_parser(sub) -> None:
 
 def _load(name: str | None):
     """(model, weights path) for a shipped name or a .safetensors file."""
-    from .cloaker import DEFAULT_MODEL
-    from .models import shipped_models, shipped_weights
-    from .network.cloaker import load_network
+    from ..cloaker import DEFAULT_MODEL
+    from ..models import shipped_models, shipped_weights
+    from ..network.cloaker import load_network
 
     name = name or DEFAULT_MODEL
     if str(name).endswith(".safetensors"):
@@ -61,9 +61,9 @@ PARITY_MIN_DB = 50.0  # the export contract (issue 4): ≥ 50 dB PSNR between ba
 
 
 def _export_onnx(args) -> dict:
-    from .export._files import atomic_write_bytes, sha256_bytes
-    from .export.onnx import DEFAULT_OPSET, check_parity, export_onnx
-    from .models import sha256_file
+    from ..export._files import atomic_write_bytes, sha256_bytes
+    from ..export.onnx import DEFAULT_OPSET, check_parity, export_onnx
+    from ..models import sha256_file
 
     model, weights = _load(args.model)
     opset = DEFAULT_OPSET if args.opset is None else args.opset
@@ -79,7 +79,7 @@ def _export_onnx(args) -> dict:
 
 
 def _export_tensorrt(args) -> dict:
-    from .export.tensorrt import EngineProfile, build_engine, import_tensorrt
+    from ..export.tensorrt import EngineProfile, build_engine, import_tensorrt
 
     import_tensorrt()  # fail before any export work when TensorRT is absent
     profile = EngineProfile(args.min_batch, args.opt_batch, args.max_batch)
@@ -88,7 +88,7 @@ def _export_tensorrt(args) -> dict:
     if args.model and str(args.model).endswith(".onnx"):
         path = build_engine(args.model, **kw)
     else:
-        from .export.onnx import export_onnx_file
+        from ..export.onnx import export_onnx_file
 
         model, _ = _load(args.model)
         with tempfile.TemporaryDirectory() as tmp:  # TensorRT gets the fp32 graph and its own fp16 flag
@@ -96,7 +96,7 @@ def _export_tensorrt(args) -> dict:
     return {"output": str(path), "precision": args.precision, "profile": vars(profile)}
 
 
-def run_export(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if Path(args.output).exists() and not args.overwrite:
         raise OutputExistsError(f"{args.output} exists", hint="choose another -o path, or pass --overwrite")
     result = _export_onnx(args) if args.export_kind == "onnx" else _export_tensorrt(args)

@@ -1,17 +1,26 @@
 """``nullswap info``: what can run here."""
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 import json
 
+__all__ = ["add_parser", "run", "collect_info"]
+
+
+def add_parser(sub) -> None:
+    i = sub.add_parser("info", help="models, recognisers, backends and versions")
+    i.add_argument("--card", nargs="?", const="nullswap-net", default=None, metavar="MODEL",
+                   help="print a shipped model's card (Markdown) instead (default: nullswap-net)")
+
 
 def collect_info() -> dict:
-    from .cloakers import METHODS
-    from .cloaker import DEFAULT_MODEL
-    from .errors import ModelError
-    from .models import shipped_models
-    from .recognisers import RECOGNISERS
-    from .recognisers.registry import resolve_file
+    from ..cloakers import METHODS
+    from ..cloaker import DEFAULT_MODEL
+    from ..errors import ModelError
+    from ..models import shipped_models
+    from ..recognisers import RECOGNISERS
+    from ..recognisers.registry import resolve_file
 
     recs = {}
     for name, cfg in sorted(RECOGNISERS.items()):
@@ -27,7 +36,7 @@ def collect_info() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = None
-    from .backends import available_backends
+    from ..backends import available_backends
 
     backends = available_backends()
     return {
@@ -43,9 +52,9 @@ def collect_info() -> dict:
     }
 
 
-def run_info(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if getattr(args, "card", None):
-        from .models import model_card
+        from ..models import model_card
 
         print(model_card(args.card))  # unknown names: ModelNotFoundError listing the shipped ones
         return 0

@@ -1,18 +1,35 @@
 """``nullswap eval``: run the protection protocol on a built-in split or on user folders."""
 from __future__ import annotations
 
-import logging
+import argparse
 from pathlib import Path
 
-from .errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError
+from ._common import add_overrides, log, parse_overrides
 
-log = logging.getLogger("nullswap")
+__all__ = ["add_parser", "run", "available_recognisers", "build_sets"]
+
+
+def add_parser(sub) -> None:
+    e = sub.add_parser("eval", help="measure protection and quality (DESIGN.md §4 protocol)")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", choices=["lfw-val", "celeba-wild"], help="built-in split of ../shared/data")
+    src.add_argument("--clean", help="folder of clean photos, one sub-folder per identity")
+    e.add_argument("--cloaked", help="folder mirroring --clean with cloaked copies (else --model cloaks)")
+    e.add_argument("--model", default=None, help="cloaking model used when no --cloaked folder is given")
+    e.add_argument("--recognisers", default=None, help="comma list (default: every available recogniser)")
+    e.add_argument("--limit", type=int, default=None, help="at most this many probe identities")
+    e.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
+    add_overrides(e, "threads=2")
+    e.add_argument("--strength", type=float, default=None, help="perturbation scale of --model (default 1.0)")
+    e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
+    e.add_argument("--title", default=None, help="Markdown heading")
 
 
 def available_recognisers() -> tuple[str, ...]:
     """Every registered recogniser whose file can be found here (user-supplied ones may not)."""
-    from .recognisers import RECOGNISERS
-    from .recognisers.registry import resolve_file
+    from ..recognisers import RECOGNISERS
+    from ..recognisers.registry import resolve_file
 
     names = []
     for name, cfg in sorted(RECOGNISERS.items()):
@@ -25,7 +42,7 @@ def available_recognisers() -> tuple[str, ...]:
 
 
 def _folder_identities(root: Path) -> dict[str, list[Path]]:
-    from .cli_cloak import IMAGE_SUFFIXES
+    from .cloak import IMAGE_SUFFIXES
 
     ids = {}
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -39,8 +56,8 @@ def _folder_identities(root: Path) -> dict[str, list[Path]]:
 
 def build_sets(args):
     """(probes, gallery) per DESIGN.md §4: one clean gallery photo and one probe per identity."""
-    from .evaluation import datasets
-    from .evaluation.protocol import Probe
+    from ..evaluation import datasets
+    from ..evaluation.protocol import Probe
 
     if args.dataset == "lfw-val":
         ids = datasets.lfw_identities()
@@ -65,9 +82,9 @@ def build_sets(args):
     return probes, gallery
 
 
-def run_eval(args) -> int:
-    from .evaluation.protocol import EvalConfig, evaluate
-    from .evaluation.report import to_markdown, write_report
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.protocol import EvalConfig, evaluate
+    from ..evaluation.report import to_markdown, write_report
 
     if args.cloaked and not args.clean:
         raise ConfigError("--cloaked needs --clean", hint="pass the folder of originals too")
@@ -75,8 +92,7 @@ def run_eval(args) -> int:
     probes, gallery = build_sets(args)
     cloaker = None
     if not args.cloaked:
-        from .cli import parse_overrides
-        from .cloaker import Cloaker
+        from ..cloaker import Cloaker
 
         cloaker = Cloaker.from_pretrained(args.model, **parse_overrides(args))
         if args.strength is not None:
