@@ -34,7 +34,7 @@ from .errors import (
     UnsupportedImageError,
 )
 
-__all__ = ["LoadedImage", "load_image", "save_image", "FORMAT_BY_SUFFIX"]
+__all__ = ["LoadedImage", "load_image", "save_image", "encode_image", "FORMAT_BY_SUFFIX"]
 
 _ORIENTATION_TAG = 0x0112
 FORMAT_BY_SUFFIX = {
@@ -176,8 +176,12 @@ def _to_rgb_alpha(img, icc: bytes | None, notes: list[str]):
     return rgb, alpha, icc
 
 
-def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = 100_000_000) -> LoadedImage:
+def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = 100_000_000,
+               name: str | None = None) -> LoadedImage:
     """Decode ``src`` (path or encoded bytes) into an upright RGB ``LoadedImage``.
+
+    ``name`` labels the image in error messages (default: the path, or ``<bytes>``), e.g. the
+    file or URI that encoded bytes were read from.
 
     Raises ``ImageDecodeError`` (empty, truncated, corrupt, not an image),
     ``ImageTooLargeError`` (header says more than ``max_pixels``; checked before decoding),
@@ -185,11 +189,11 @@ def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = 100_000_000)
     """
     Image, _ = _pil()
     if isinstance(src, (bytes, bytearray, memoryview)):
-        name, size = "<bytes>", len(src)
+        name, size = name or "<bytes>", len(src)
         opener = lambda: io.BytesIO(bytes(src))  # noqa: E731
     elif isinstance(src, (str, os.PathLike)):
         path = Path(src)
-        name = str(path)
+        name = name or str(path)
         try:
             if path.is_dir():
                 raise InputError(f"{name} is a folder, not an image file", hint="pass a file")
@@ -277,33 +281,19 @@ def _exif_without_orientation(exif: bytes) -> bytes:
     return exif
 
 
-def save_image(path: str | os.PathLike, rgb: np.ndarray, *, format: str | None = None,
-               quality: int = 95, alpha: np.ndarray | None = None, exif: bytes | None = None,
-               icc_profile: bytes | None = None, overwrite: bool = False) -> Path:
-    """Write ``rgb`` (HxWx3 uint8) atomically to ``path`` and return the path.
-
-    ``format`` defaults from the suffix (JPEG/PNG/WEBP/TIFF/BMP). JPEG uses 4:4:4 chroma
-    when ``quality >= 90`` (4:2:0 would smear a fine perturbation); WebP ``quality=100`` is
-    lossless. ``alpha`` is kept for PNG/WebP/TIFF; JPEG/BMP get the image flattened over
-    white (transparent areas of a PNG often hold black or junk RGB). An EXIF orientation
-    other than 1 is reset. Raises ``OutputExistsError`` when the file exists and not
-    ``overwrite``; a crash mid-write never leaves a partial file at ``path``.
-    """
-    Image, _ = _pil()
-    _check_array(rgb, alpha)
-    path = Path(path)
-    fmt = (format or FORMAT_BY_SUFFIX.get(path.suffix.lower(), "")).upper()
+def _output_format(format: str | None, path: Path | None) -> str:
+    fmt = (format or (FORMAT_BY_SUFFIX.get(path.suffix.lower(), "") if path else "")).upper()
     fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
     if fmt not in set(FORMAT_BY_SUFFIX.values()):
-        raise ConfigError(f"cannot tell the output format of {path.name!r} (format={format!r})",
+        what = f"of {path.name!r} " if path else ""
+        raise ConfigError(f"cannot tell the output format {what}(format={format!r})",
                           hint="use a .jpg/.png/.webp/.tif/.bmp suffix or pass format=")
-    if not 1 <= int(quality) <= 100:
-        raise ConfigError(f"quality must be 1..100, got {quality}")
-    if not path.parent.is_dir():
-        raise InputError(f"output folder {path.parent} does not exist", hint="create it first")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists")
+    return fmt
 
+
+def _encoder_input(rgb, fmt, quality, alpha, exif, icc_profile):
+    """The PIL image and ``Image.save`` options ``save_image`` and ``encode_image`` share."""
+    Image, _ = _pil()
     if alpha is not None and fmt in _ALPHA_FORMATS:
         img = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     elif alpha is not None:
@@ -312,7 +302,6 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, *, format: str | None =
         img = Image.fromarray(flat, "RGB")
     else:
         img = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
-
     kw: dict = {}
     if exif and fmt in _EXIF_FORMATS:
         kw["exif"] = _exif_without_orientation(exif)
@@ -325,6 +314,49 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, *, format: str | None =
     elif fmt == "TIFF":
         kw.update(compression="tiff_deflate")
 
+    return img, kw
+
+
+def encode_image(rgb: np.ndarray, format: str, *, quality: int = 95, alpha: np.ndarray | None = None,
+                 exif: bytes | None = None, icc_profile: bytes | None = None) -> bytes:
+    """``rgb`` (HxWx3 uint8) encoded in memory as ``format`` (JPEG/PNG/WEBP/TIFF/BMP).
+
+    The same encoder settings as ``save_image`` (so the bytes equal the file it writes);
+    only the metadata passed in is written.
+    """
+    _check_array(rgb, alpha)
+    fmt = _output_format(format, None)
+    if not 1 <= int(quality) <= 100:
+        raise ConfigError(f"quality must be 1..100, got {quality}")
+    img, kw = _encoder_input(rgb, fmt, quality, alpha, exif, icc_profile)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def save_image(path: str | os.PathLike, rgb: np.ndarray, *, format: str | None = None,
+               quality: int = 95, alpha: np.ndarray | None = None, exif: bytes | None = None,
+               icc_profile: bytes | None = None, overwrite: bool = False) -> Path:
+    """Write ``rgb`` (HxWx3 uint8) atomically to ``path`` and return the path.
+
+    ``format`` defaults from the suffix (JPEG/PNG/WEBP/TIFF/BMP). JPEG uses 4:4:4 chroma
+    when ``quality >= 90`` (4:2:0 would smear a fine perturbation); WebP ``quality=100`` is
+    lossless. ``alpha`` is kept for PNG/WebP/TIFF; JPEG/BMP get the image flattened over
+    white (transparent areas of a PNG often hold black or junk RGB). An EXIF orientation
+    other than 1 is reset. Raises ``OutputExistsError`` when the file exists and not
+    ``overwrite``; a crash mid-write never leaves a partial file at ``path``.
+    """
+    _check_array(rgb, alpha)
+    path = Path(path)
+    fmt = _output_format(format, path)
+    if not 1 <= int(quality) <= 100:
+        raise ConfigError(f"quality must be 1..100, got {quality}")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {path.parent} does not exist", hint="create it first")
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists")
+
+    img, kw = _encoder_input(rgb, fmt, quality, alpha, exif, icc_profile)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

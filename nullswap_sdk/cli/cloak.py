@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 from pathlib import Path
 
 from ..errors import ConfigError, NullSwapError
@@ -37,6 +38,12 @@ def add_parser(sub) -> None:
     c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     add_overrides(c, "threads=2")
+    c.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="cloak on a Ray cluster (needs the [ray] extra): 'local' starts one here, 'auto' "
+                        "joins the one `ray start` runs here, else HOST:6379 or ray://HOST:10001 (paths "
+                        "must be visible to every node); same outputs, summary and exit codes")
+    c.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --ray: cloaking actors (default: one per CPU, 4 per GPU)")
 
 
 def expand_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
@@ -136,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.quality <= 100:  # checked up front: it would otherwise fail every image
         raise ConfigError(f"--quality must be 1..100, got {args.quality}", hint="95 is the default")
+    if getattr(args, "workers", None) is not None and not getattr(args, "ray", None):
+        raise ConfigError("--workers only applies with --ray", hint="add --ray local, or drop --workers")
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
     cloaker = Cloaker.from_pretrained(args.model, min_face_size=getattr(args, "min_face", None),
                                       **parse_overrides(args))
@@ -144,17 +153,23 @@ def run(args: argparse.Namespace) -> int:
     log.info("%r strength %g on %d file(s)", cloaker, cloaker.strength, len(pairs))
     tally = {"faces": 0, "noface": 0}
     failures: list[tuple[Path, str]] = []
-    with cloaker, logging_redirect_tqdm():  # log lines above the bar, not through it
-        for src, dst in tqdm(pairs, desc="cloak", unit="img", disable=args.quiet or len(pairs) < 2):
-            try:
-                _cloak_one(cloaker, src, dst, args, tally)
-            except NullSwapError as e:
-                failures.append((src, str(e)))
-                log.error("%s: %s", src, e)
-            except Exception as e:  # noqa: BLE001  one broken file must not stop a batch
-                failures.append((src, f"{type(e).__name__}: {e}"))
-                log.error("%s: unexpected %s: %s", src, type(e).__name__, e)
-                log.debug("traceback", exc_info=True)
+    if getattr(args, "ray", None):  # the model was checked above: a bad one exits 2 before Ray starts
+        min_face = cloaker.detector.min_face_size
+        cloaker.close()
+        with logging_redirect_tqdm():
+            _cloak_on_ray(pairs, args, tally, failures, min_face)
+    else:
+        with cloaker, logging_redirect_tqdm():  # log lines above the bar, not through it
+            for src, dst in tqdm(pairs, desc="cloak", unit="img", disable=args.quiet or len(pairs) < 2):
+                try:
+                    _cloak_one(cloaker, src, dst, args, tally)
+                except NullSwapError as e:
+                    failures.append((src, str(e)))
+                    log.error("%s: %s", src, e)
+                except Exception as e:  # noqa: BLE001  one broken file must not stop a batch
+                    failures.append((src, f"{type(e).__name__}: {e}"))
+                    log.error("%s: unexpected %s: %s", src, type(e).__name__, e)
+                    log.debug("traceback", exc_info=True)
     ok = len(pairs) - len(failures)
     if not args.quiet:
         print(f"{ok}/{len(pairs)} image(s) written, {tally['faces']} face(s) cloaked, "
@@ -164,27 +179,67 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict) -> None:
-    from ..errors import OutputExistsError
-    from ..imageio import load_image, save_image
+def _write_options(args):
+    from ..cloak_file import WriteOptions
 
-    overwrite = args.overwrite or args.in_place
-    if dst.exists() and not overwrite:  # before the work, so the summary only counts written faces
-        raise OutputExistsError(f"{dst} already exists", hint="choose another -o, or pass --overwrite")
-    img = load_image(src)
-    out, faces = cloaker.cloak(img.rgb, return_faces=True)
+    return WriteOptions(quality=args.quality, keep_metadata=args.keep_metadata,
+                        overwrite=args.overwrite or args.in_place)
+
+
+def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict) -> None:
+    from ..cloak_file import check_output, cloak_file
+
+    opts = _write_options(args)
+    check_output(dst, opts)
+    faces = cloak_file(cloaker, src, dst, opts)
     log.debug("%s: %d face(s), %s", src, len(faces), ", ".join(f"{f.psnr_crop:.1f} dB" for f in faces))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    # Only what save_image is given is written: EXIF (GPS), XMP and comments are dropped
-    # unless --keep-metadata; the ICC profile stays (colours, not personal data).
-    save_image(
-        dst, out, format=None, quality=args.quality, alpha=img.alpha,
-        exif=img.exif if args.keep_metadata else None,
-        icc_profile=img.icc_profile,
-        overwrite=overwrite,
-    )
+    _count(tally, src, len(faces), cloaker.detector.min_face_size)
+
+
+def _count(tally: dict, src, faces: int, min_face: float) -> None:
     if not faces:
         tally["noface"] += 1
-        log.warning("%s: no face found (at least %d px); written unchanged", src,
-                    cloaker.detector.min_face_size)
-    tally["faces"] += len(faces)
+        log.warning("%s: no face found (at least %d px); written unchanged", src, min_face)
+    tally["faces"] += faces
+
+
+def _cloak_on_ray(pairs, args, tally: dict, failures: list, min_face: float) -> None:
+    """``--ray``: the same per-image work (``cloak_file``) on Ray Data actors, the same tally."""
+    from ..cloak_file import check_output
+    from ..distributed import BatchConfig, connect, run_batch
+    from ..distributed.plan import BatchItem
+
+    opts = _write_options(args)
+    failed: dict[int, str] = {}
+    items, index = [], {}
+    for i, (src, dst) in enumerate(pairs):
+        try:
+            check_output(dst, opts)  # as the single-process loop does, before any work
+        except NullSwapError as e:
+            failed[i] = str(e)
+            log.error("%s: %s", src, e)
+            continue
+        index[str(src)] = i
+        items.append(BatchItem(path=str(src.resolve()), label=str(src), dst=str(dst.resolve())))
+    config = BatchConfig(model=args.model, strength=args.strength, min_face_size=args.min_face,
+                         overrides=parse_overrides(args), quality=args.quality,
+                         keep_metadata=args.keep_metadata, workers=args.workers,
+                         existing="overwrite" if opts.overwrite else "error")
+    if items:
+        if not getattr(args, "verbose", 0):  # Ray Data's per-run INFO lines; -v shows them
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+        started = connect(args.ray)
+        try:
+            report = run_batch(items, config, progress=not args.quiet and len(items) > 1)
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+        for o in report.outcomes:
+            if o.status == "failed":
+                failed[index[o.src]] = o.error
+                log.error("%s: %s", o.src, o.error)
+            else:
+                _count(tally, o.src, o.faces, min_face)
+    failures += [(pairs[i][0], failed[i]) for i in sorted(failed)]
