@@ -43,12 +43,12 @@ def test_photo_end_to_end(benchmark, cloaker, photo, size, n_faces):
 
 
 def test_photo_1080p_fast_detector(benchmark, cloaker, photo):
-    """1080p with ``FaceDetector(min_face_size=48)``: one detector pass instead of two."""
+    """1080p with video's detector schedule (one plain 640-px pass, faces ≥ 48 px)."""
     from nullswap_sdk import Cloaker
-    from nullswap_sdk.faces.detect import FaceDetector
+    from nullswap_sdk.video.frames import video_detector
 
-    fast = Cloaker(cloaker.method, FaceDetector(min_face_size=48))
     img = photo(RESOLUTIONS["1920x1080"], 1)
+    fast = Cloaker(cloaker.method, video_detector(cloaker.detector, img.shape[:2], None))
     _, faces = benchmark.pedantic(fast.cloak, (img,), {"return_faces": True}, rounds=7, warmup_rounds=1)
     assert len(faces) == 1
 

@@ -115,9 +115,9 @@ def test_many_faces_in_one_canvas(detector):
 
 @needs_lfw
 def test_small_and_large_faces_in_a_big_photo():
-    """Pyramid (thorough mode, min_face_size=24): 40 px faces in a 3000x2000 photo and one face
-    filling 1200 px are all found; the default (48) skips the 40 px ones."""
-    detector = FaceDetector(min_face_size=24)
+    """Pyramid (default, min_face_size=24): 40 px faces in a 3000x2000 photo and one face
+    filling 1200 px are all found; min_face_size=48 skips the 40 px ones."""
+    detector = FaceDetector()
     rng = np.random.default_rng(0)
     canvas = np.full((2000, 3000, 3), 110, np.uint8)
     faces = _lfw_images(9, start=400)
@@ -129,8 +129,51 @@ def test_small_and_large_faces_in_a_big_photo():
     found = detector.detect(canvas)
     assert sum(f.size < 80 for f in found) >= 7
     assert sum(f.size > 500 for f in found) == 1
-    default = FaceDetector().detect(canvas)
-    assert all(f.size >= 48 for f in default) and sum(f.size > 500 for f in default) == 1
+    coarse = FaceDetector(min_face_size=48).detect(canvas)
+    assert all(f.size >= 48 for f in coarse) and sum(f.size > 500 for f in coarse) == 1
+
+
+def _street_photo(seed: int):
+    """bench/photos.py's 1080p street photo: 16 LFW faces of 28-200 px, true boxes."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "photos.py"
+    spec = importlib.util.spec_from_file_location("bench_photos", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.sized_faces_photo(1080, 1920, seed=seed)
+
+
+@needs_lfw
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_finds_every_face_from_28_to_200_px_in_1080p(detector, seed):
+    """Issue 12: the photo default finds every face down to ~24 px, and nothing much else."""
+    img, truth = _street_photo(seed)
+    faces = detector.detect(img)
+    boxes = np.array([f.box for f in faces])
+    best = [detect_mod._iou(t, boxes).max() for t in truth]
+    sizes = np.minimum(truth[:, 2] - truth[:, 0], truth[:, 3] - truth[:, 1])
+    missed = [round(float(z)) for z, b in zip(sizes, best) if b < 0.4]
+    assert not missed, f"missed faces of {missed} px"
+    assert len(faces) <= len(truth) + 1
+    assert sizes.min() < 30 and sizes.max() > 190
+    for f in faces:
+        _check_face(f, img.shape)
+
+
+def test_default_and_video_schedules():
+    """Photos: 24-px faces via a 960x540 pass (+ proposals confirmed on crops) and a 320x180
+    pass at 1080p; video keeps one plain 640-px pass (48 px at 1080p)."""
+    from nullswap_sdk.video.frames import video_detector
+
+    photo = FaceDetector()
+    assert photo.min_face_size == 24 and photo.confirm_small
+    assert photo._scales(1080, 1920) == pytest.approx([1 / 6, 1 / 2])
+    assert photo._scales(250, 250) == [1.0]  # small photos: one native pass, as before
+    video = video_detector(photo, (1080, 1920), None)
+    assert video.min_face_size == pytest.approx(48) and not video.confirm_small
+    assert video._scales(1080, 1920) == pytest.approx([1 / 3])
+    assert video_detector(video, (1080, 1920), None) is video
 
 
 def test_blank_and_tiny_images(detector):

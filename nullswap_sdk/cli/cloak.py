@@ -30,8 +30,8 @@ def add_parser(sub) -> None:
     c.add_argument("--strength", type=float, default=None,
                    help="perturbation scale (default 1.0; 0.5-2 trades quality for protection)")
     c.add_argument("--min-face", type=float, default=None, metavar="PX",
-                   help="smallest face to find, native pixels (default 48; 24 also finds tiny "
-                        "background faces, ~3-5x slower detection on large photos)")
+                   help="smallest face to find, native pixels (default 24: every face a recogniser "
+                        "can still identify, ~30 ms detection at 1080p; 48 is ~2x faster)")
     c.add_argument("--keep-metadata", action="store_true",
                    help="keep EXIF (GPS included!); by default EXIF, XMP and comments are stripped "
                         "and only the ICC colour profile is kept")

@@ -32,7 +32,9 @@ class PhotoEmbedder:
 
     def __init__(self, recognisers: tuple[str, ...], detector: FaceDetector | None = None) -> None:
         self.names = tuple(recognisers)
-        self.detector = detector or FaceDetector()
+        # The protocol's attacker keeps the detector RESULTS were measured with (plain passes,
+        # 640-px coarse copy, faces >= 48 px): the photo default's proposals would move the figures.
+        self.detector = detector or FaceDetector(min_face_size=48, detect_max_side=640, confirm_small=False)
         self._runners = {n: self._make_runner(n) for n in self.names}
         self._lock = threading.Lock()
 

