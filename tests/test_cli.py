@@ -107,3 +107,24 @@ def test_parser_builds_without_heavy_imports():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_readme_set_examples_work_on_their_models():
+    """Every `--set K=V` example in README.md is accepted by the model it names (the default
+    when none): issue 12 found `--set psnr_floor=38`, which the default network rejects."""
+    import argparse
+    import re
+    from pathlib import Path
+
+    from nullswap_sdk.cli._common import parse_overrides
+    from nullswap_sdk.cloaker import Cloaker
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    spans = [s for s in re.findall(r"`([^`\n]*--set [^`\n]*)`", text) if re.search(r"--set [a-z_]+=", s)]
+    assert spans, "README has no --set example any more: drop this test"
+    for span in spans:
+        model = re.search(r"--model (\S+)", span)
+        overrides = re.findall(r"--set ([a-z_]+=\S+)", span)
+        kwargs = parse_overrides(argparse.Namespace(steps=None, overrides=overrides))
+        with Cloaker.from_pretrained(model.group(1) if model else None, **kwargs):
+            pass
