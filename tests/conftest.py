@@ -75,3 +75,14 @@ def compose_grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
         r, c = divmod(i, cols)
         canvas[r * size:(r + 1) * size, c * size:(c + 1) * size] = t
     return canvas
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for the whole test run; skips without the [ray] extra."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

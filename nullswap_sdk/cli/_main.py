@@ -18,6 +18,7 @@ COMMANDS = {
     "info": "info",
     "export": "export",
     "cloak-video": "video",
+    "serve": "serve",
 }
 
 
