@@ -11,6 +11,7 @@ __all__ = [
     "ImageDecodeError",
     "UnsupportedImageError",
     "ImageTooLargeError",
+    "NoFaceError",
     "VideoDecodeError",
     "OutputExistsError",
     "ModelError",
@@ -48,6 +49,11 @@ class UnsupportedImageError(InputError):
 
 class ImageTooLargeError(InputError):
     default_hint = "downscale the image, or raise max_pixels if you trust the source"
+
+
+class NoFaceError(InputError):
+    default_hint = ("no face was detected; check it is the right photo, or lower the floor "
+                    "(--min-face / FaceDetector(min_face_size=...))")
 
 
 class VideoDecodeError(InputError):

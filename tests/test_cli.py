@@ -86,7 +86,7 @@ def test_set_overrides_parse_json_and_reject_garbage(tmp_path, lfw_photo_path):
     assert main(["-q", "cloak", str(lfw_photo_path), "-o", str(out), "--model", "noise", "--set", "psnr=35"]) == 0
 
 
-@pytest.mark.parametrize("module", ["cloak", "eval", "info", "export", "video", "_common", "_main"])
+@pytest.mark.parametrize("module", ["cloak", "eval", "compare", "info", "export", "video", "_common", "_main"])
 def test_each_cli_module_imports_first_without_a_cycle(module):
     """Importing any command module first, in a fresh interpreter, must work (issue 12 item 3)."""
     import subprocess

@@ -42,3 +42,16 @@ def test_report_is_deterministic(report_paths, tmp_path):
     a, b = json.loads(js.read_text()), json.loads(out.with_name("again.json").read_text())
     a.pop("timing"), b.pop("timing")
     assert a == b
+
+
+def test_eval_writes_a_contact_sheet_beside_the_report(report_paths):
+    """PREFIX.sheet.png: one row per probe (3 here: --limit 3), clean | cloaked | difference."""
+    import numpy as np
+    from PIL import Image
+
+    from nullswap_sdk.evaluation import sheet
+
+    js, _ = report_paths
+    img = np.asarray(Image.open(js.with_name("rep.sheet.png")))
+    assert img.shape[1] == 3 * sheet.CELL + 4 * sheet._PAD
+    assert img.shape[0] == 52 + 3 * (sheet.CELL + sheet._TEXT_H + sheet._PAD)

@@ -17,6 +17,7 @@ COMMANDS = {
     "eval": "eval",
     "info": "info",
     "export": "export",
+    "compare": "compare",
     "cloak-video": "video",
     "serve": "serve",
 }

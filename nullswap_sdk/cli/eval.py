@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError
+from ..recognisers import available_recognisers  # noqa: F401  (re-exported: training/lab.py uses it here)
 from ._common import add_overrides, log, parse_overrides
 
-__all__ = ["add_parser", "run", "available_recognisers", "build_sets"]
+__all__ = ["add_parser", "run", "build_sets", "available_recognisers"]
 
 
 def add_parser(sub) -> None:
@@ -24,21 +25,9 @@ def add_parser(sub) -> None:
     e.add_argument("--strength", type=float, default=None, help="perturbation scale of --model (default 1.0)")
     e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
     e.add_argument("--title", default=None, help="Markdown heading")
-
-
-def available_recognisers() -> tuple[str, ...]:
-    """Every registered recogniser whose file can be found here (user-supplied ones may not)."""
-    from ..recognisers import RECOGNISERS
-    from ..recognisers.registry import resolve_file
-
-    names = []
-    for name, cfg in sorted(RECOGNISERS.items()):
-        try:
-            resolve_file(cfg)
-            names.append(name)
-        except ModelError as e:
-            log.warning("recogniser %s skipped: %s", name, e.message)
-    return tuple(names)
+    e.add_argument("--sheet-faces", type=int, default=4, metavar="N",
+                   help="also write PREFIX.sheet.png: the first N probes' faces clean, cloaked and as an "
+                        "amplified difference, with their numbers (default 4; 0: no sheet)")
 
 
 def _folder_identities(root: Path) -> dict[str, list[Path]]:
@@ -101,7 +90,33 @@ def run(args: argparse.Namespace) -> int:
     name = "precomputed" if args.cloaked else (args.model or "default")
     title = args.title or f"{args.dataset or args.clean}: {name}"
     js, md_path = write_report(report, args.out, title)
+    sheet = _write_sheet(args, probes, cloaker, recs, title) if args.sheet_faces > 0 else None
     if not args.quiet:
         print(to_markdown(report, title))
-        print(f"wrote {js} and {md_path}")
+        print(f"wrote {js} and {md_path}" + (f" and {sheet}" if sheet else ""))
     return 0
+
+
+def _write_sheet(args, probes, cloaker, recs: tuple[str, ...], title: str) -> Path | None:
+    """PREFIX.sheet.png of the first probes with a face. Cloaked copies are the given files,
+    or the cloaker's output saved as ``evaluate`` saves it (the cloak is deterministic)."""
+    from ..evaluation.protocol import EvalConfig, encode_as_saved
+    from ..evaluation.sheet import write_sheet
+    from ..imageio import load_image
+    from .compare import load_embedder
+
+    pairs = []
+    for probe in probes[:args.sheet_faces]:
+        img = load_image(probe.clean)
+        if probe.cloaked is not None:
+            cloaked = load_image(probe.cloaked).rgb
+        else:
+            cloaked = encode_as_saved(cloaker.cloak(img.rgb), img.format or "PNG", EvalConfig(recs).save_quality)
+        pairs.append((img.rgb, cloaked, probe.identity))
+    path = Path(f"{args.out}.sheet.png")
+    done = write_sheet(path, pairs, embedder=load_embedder(",".join(recs) or "none"), max_faces=1,
+                       title=title, skip_faceless=True)
+    for label, faces in done:
+        if not faces:
+            log.warning("sheet: no face found in %s's probe; left out", label)
+    return path

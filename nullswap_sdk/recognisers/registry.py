@@ -13,7 +13,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ConfigError, ModelIntegrityError, ModelNotFoundError
+from ..errors import ConfigError, ModelError, ModelIntegrityError, ModelNotFoundError
 
 __all__ = [
     "RecogniserConfig",
@@ -21,6 +21,7 @@ __all__ = [
     "register_recogniser",
     "get_recogniser_config",
     "list_recognisers",
+    "available_recognisers",
     "resolve_file",
     "sha256_file",
     "shared_models_dir",
@@ -123,6 +124,21 @@ def resolve_file(cfg: RecogniserConfig) -> Path:
             hint="set NULLSWAP_MODELS_DIR to the folder holding it (see README, 'Recognisers')",
         )
     return path
+
+
+def available_recognisers() -> tuple[str, ...]:
+    """Every registered recogniser whose file can be found here (user-supplied ones may not);
+    each one left out is logged with the reason."""
+    import logging
+
+    names = []
+    for name, cfg in sorted(RECOGNISERS.items()):
+        try:
+            resolve_file(cfg)
+            names.append(name)
+        except ModelError as e:
+            logging.getLogger("nullswap").warning("recogniser %s skipped: %s", name, e.message)
+    return tuple(names)
 
 
 @lru_cache(maxsize=32)
