@@ -48,7 +48,9 @@ class Cloaker:
     uint8) and ``cloak_tensor`` (torch BCHW) take faces already aligned to
     ``crop_template`` for pipelines that align themselves.
 
-    ``strength`` (default 1.0, 0..4) scales the method's perturbation before it is applied:
+    ``level`` ("low" | "mid" | "high", default "mid") picks a measured operating point
+    (``nullswap_sdk.levels``); ``strength`` (0..4; "mid" is 1.0) sets the scale directly.
+    The strength scales the method's perturbation before it is applied:
     ``cloaked = clip(crop + strength * delta, 0, 255)``. 0 leaves images unchanged; > 1
     trades image quality for protection. Measured for the shipped network on LFW (20 probes,
     full photo path; docs/RESULTS.md, "Strength"): face-box PSNR 44.8 / 40.4 / 37.2 / 34.8 dB
@@ -61,14 +63,14 @@ class Cloaker:
     """
 
     def __init__(self, method: CloakMethod, detector: FaceDetector | None = None, *,
-                 strength: float = 1.0) -> None:
+                 strength: float | None = None, level: str | None = None) -> None:
         if not isinstance(method, CloakMethod):
             raise ConfigError(f"{type(method).__name__} does not implement CloakMethod")
         self.method = method
         self.detector = detector or FaceDetector()
         self._template = get_template(method.template)
         self._lock = threading.Lock()
-        self.strength = strength
+        self.strength = _resolve_level(strength, level)
 
     @property
     def strength(self) -> float:
@@ -91,7 +93,8 @@ class Cloaker:
     @classmethod
     def from_pretrained(
         cls, name_or_path: str | None = None, backend: str = "auto", device: str | None = None, *,
-        strength: float = 1.0, min_face_size: float | None = None, **overrides
+        strength: float | None = None, level: str | None = None, min_face_size: float | None = None,
+        **overrides
     ) -> "Cloaker":
         """Build a cloaker by model name (``nullswap info`` lists them).
 
@@ -100,7 +103,9 @@ class Cloaker:
         a CUDA backend on a GPU; see ``nullswap_sdk.backends``) or one of "torch",
         "onnxruntime", "tensorrt", "triton"; PGD and noise run on torch only.
         ``device``: None (a CUDA GPU when torch sees one), "cpu" or "cuda[:N]".
-        ``strength``: default perturbation scale (see ``Cloaker.strength``).
+        ``strength``: default perturbation scale (see ``Cloaker.strength``), or ``level``: a
+        named, measured operating point, "low" | "mid" | "high" (``nullswap_sdk.levels``;
+        "mid" = strength 1.0 is the default). Pass one of the two, not both.
         ``min_face_size``: smallest face the detector looks for, native pixels (None: the
         detector's default, 24: every face a recogniser can still identify; ~31 ms at 1080p).
         ``overrides`` go to the method's config (e.g. ``steps=20`` for PGD; ``precision="fp16"``,
@@ -108,6 +113,7 @@ class Cloaker:
         """
         from .models import shipped_models
 
+        strength = _resolve_level(strength, level)  # fail on a bad level before loading models
         detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         name = name_or_path or DEFAULT_MODEL
         try:
@@ -313,6 +319,18 @@ class Cloaker:
 
 
 _MAX_STRENGTH = 4.0  # beyond this the perturbation is plainly visible: likely a unit mix-up
+
+
+def _resolve_level(strength: float | None, level: str | None) -> float:
+    """The strength a ``strength=`` / ``level=`` pair asks for (the default level when neither)."""
+    from .levels import DEFAULT_LEVEL, get_level
+
+    if strength is not None and level is not None:
+        raise ConfigError(f"pass strength= or level=, not both (got {strength!r} and {level!r})",
+                          hint="a level is a named strength; see nullswap_sdk.levels.LEVELS")
+    if strength is not None:
+        return _check_strength(strength)
+    return get_level(level or DEFAULT_LEVEL).strength
 
 
 def _check_strength(value) -> float:

@@ -16,9 +16,10 @@ from nullswap_sdk import Cloaker
 from nullswap_sdk.backends import create_runner
 from nullswap_sdk.backends.onnx_cache import cached_onnx, onnx_cache_path
 from nullswap_sdk.errors import BackendUnavailableError, ConfigError, ModelFormatError
+from nullswap_sdk.export.onnx import PARITY_MIN_DB, delta_snr
 from nullswap_sdk.network import NetworkCloaker, NetworkConfig, NullSwapNet, save_network
 
-PARITY_DB = 50.0
+PARITY_DB = PARITY_MIN_DB  # on the perturbation itself (delta_snr), not the whole crop
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 cpu_only = pytest.mark.skipif(CUDA, reason="checks CPU-machine behaviour")
@@ -65,7 +66,7 @@ def test_torch_and_onnxruntime_agree_on_crops(weights, batch):
     got = NetworkCloaker(weights, backend="onnxruntime", device="cpu", batch_size=2).perturb(crops)
     assert got.shape == crops.shape and got.dtype == np.float32
     assert np.abs(ref).max() > 1.0  # a real perturbation, not zeros on both sides
-    assert _psnr(got, ref) >= PARITY_DB
+    assert delta_snr(got, ref) >= PARITY_DB
     cloaked = crops + got
     assert cloaked.min() >= 0 and cloaked.max() <= 255
 
@@ -212,7 +213,7 @@ def test_gpu_backends_match_cpu_torch(weights, backend, precision):
         c = NetworkCloaker(weights, backend=backend, device="cuda", precision=precision)
     except BackendUnavailableError as e:
         pytest.skip(f"{backend}/{precision} not available here: {e.message}")
-    assert _psnr(c.perturb(crops), ref) >= PARITY_DB
+    assert delta_snr(c.perturb(crops), ref) >= PARITY_DB
 
 
 @needs_cuda

@@ -82,12 +82,28 @@ def test_strength_zero_is_identity_and_default_is_per_instance(lfw_rgb):
     assert np.array_equal(Cloaker(c.method, c.detector, strength=1.5).cloak(lfw_rgb), per_call)
 
 
-@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), 50, "strong", None])
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), 50, "strong"])
 def test_bad_strength_is_a_config_error(noise, lfw_rgb, bad):
     with pytest.raises(ConfigError) as e:
-        noise.cloak_crops(np.zeros((1, 256, 256, 3), np.uint8), strength=bad) if bad is not None \
-            else Cloaker(noise.method, noise.detector, strength=bad)
+        noise.cloak_crops(np.zeros((1, 256, 256, 3), np.uint8), strength=bad)
     assert e.value.hint
+    with pytest.raises(ConfigError):
+        Cloaker(noise.method, noise.detector, strength=bad)
+
+
+def test_levels_are_named_strengths(noise, lfw_rgb):
+    from nullswap_sdk.levels import DEFAULT_LEVEL, LEVELS
+
+    assert Cloaker(noise.method, noise.detector).strength == LEVELS[DEFAULT_LEVEL].strength == 1.0
+    high = Cloaker(noise.method, noise.detector, level="high")
+    assert high.strength == LEVELS["high"].strength > 1.0
+    assert np.array_equal(high.cloak(lfw_rgb), noise.cloak(lfw_rgb, strength=LEVELS["high"].strength))
+    assert Cloaker.from_pretrained("noise", level="low").strength == LEVELS["low"].strength < 1.0
+    with pytest.raises(ConfigError, match="unknown protection level") as e:
+        Cloaker(noise.method, noise.detector, level="max")
+    assert "low, mid, high" in e.value.hint
+    with pytest.raises(ConfigError, match="not both"):
+        Cloaker.from_pretrained("noise", level="low", strength=1.0)
 
 
 # ---------------------------------------------------------------- pipeline tiers

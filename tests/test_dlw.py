@@ -32,6 +32,21 @@ def test_matches_formula():
     assert np.allclose(dlw.last["var"], var) and np.isclose(dlw.last["beta"], beta)
 
 
+def test_hand_computed_values():
+    """Worked by hand, not by re-running the formula: α = 1, k = 2, epoch 0 (β = 0.5).
+    L1: 0.8 → 0.6, so σ1² = 0.01 (population variance of {0.8, 0.6}), Δ1 = 0.2/0.8 = 0.25,
+    w1 = 1/(0.01 + 0.5·1.25) = 1/0.635; L2: 0.5 → 0.5, σ2² = 0, Δ2 = 0, w2 = 1/0.5 = 2.
+    ŵ = 2·w/Σw = (0.881057, 1.118943). Epoch 3 (β = 0.8): w1 = 1/1.01, w2 = 1.25 →
+    ŵ = (0.883978, 1.116022)."""
+    cfg = DLWConfig(alpha=1.0, gamma=0.1, k=2, beta_init=0.5, beta_max=2.0, eps=0.0)
+    dlw = DynamicLossWeighting(2, cfg)
+    assert np.allclose(dlw.update([0.8, 0.5], epoch=0), [1.0, 1.0])  # first step: σ² = Δ = 0
+    assert np.allclose(dlw.update([0.6, 0.5], epoch=0), [0.881057, 1.118943], atol=1e-6)
+    dlw = DynamicLossWeighting(2, cfg)
+    dlw.update([0.8, 0.5], epoch=3)
+    assert np.allclose(dlw.update([0.6, 0.5], epoch=3), [0.883978, 1.116022], atol=1e-6)
+
+
 def test_noisy_loss_gets_less_weight():
     rng = np.random.default_rng(1)
     dlw = DynamicLossWeighting(2, DLWConfig(alpha=10.0))

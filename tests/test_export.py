@@ -7,7 +7,8 @@ import hashlib
 import onnx
 import pytest
 import torch
-from nullswap_sdk.export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_parity, export_onnx, export_onnx_file
+from nullswap_sdk.export.onnx import (DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, PARITY_MIN_DB, check_parity, export_onnx,
+                                      export_onnx_file)
 from nullswap_sdk.export.tensorrt import EngineProfile, engine_cache_key, import_tensorrt
 
 from nullswap_sdk.cli import main
@@ -15,7 +16,7 @@ from nullswap_sdk.errors import ConfigError, MissingDependencyError
 from nullswap_sdk.network import NetworkConfig, NullSwapNet, save_network
 
 SMALL = NetworkConfig(width=8, tail_width=8, size=64)
-PARITY_DB = 50.0
+PARITY_DB = PARITY_MIN_DB  # delta_snr: measured on the perturbation itself
 
 
 def _net(cfg: NetworkConfig = SMALL, seed: int = 0) -> NullSwapNet:
@@ -119,7 +120,7 @@ def test_cli_export_onnx(tmp_path, capsys):
     assert main(["export", "onnx", str(weights), "-o", str(out)]) == 0
     report = capsys.readouterr().out
     assert hashlib.sha256(out.read_bytes()).hexdigest() in report
-    assert '"parity_psnr_db_vs_torch"' in report
+    assert '"parity_delta_snr_db_vs_torch"' in report
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["nullswap.weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert main(["export", "onnx", str(weights), "-o", str(out)]) == 2  # exists: refused

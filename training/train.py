@@ -133,6 +133,27 @@ class Trainer:
         self.step, self.best = int(ck["step"]), math.inf if fork else float(ck["best"])
         return diff
 
+    def init_from(self, path: Path) -> dict:
+        """Start G from trained weights of another architecture variant: tensors of equal shape
+        are copied; an RGB output conv feeding a luminance-only network is averaged over its
+        three output filters. Returns what was copied, adapted and left at init."""
+        from safetensors.torch import load_file
+
+        src, dst = load_file(str(path)), self.G.state_dict()
+        done = {"copied": 0, "adapted": [], "fresh": []}
+        for k, v in dst.items():
+            w = src.get(k)
+            if w is not None and w.shape == v.shape:
+                dst[k] = w
+                done["copied"] += 1
+            elif w is not None and k.startswith("tail.2.") and w.shape[0] == 3 and v.shape[0] == 1:
+                dst[k] = w.mean(0, keepdim=True)
+                done["adapted"].append(k)
+            else:
+                done["fresh"].append(k)
+        self.G.load_state_dict(dst)
+        return done
+
     # -- one iteration --------------------------------------------------------------------
     def _batch(self, step: int) -> torch.Tensor:
         idx = np.sort(self.sampler.indices(step))  # sorted: mmap reads stay sequential
@@ -301,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     ap.add_argument("--fork-from", help="start a new --out from another run's checkpoint (weights, optimiser, "
                     "step) with this command's config, e.g. a lower PSNR floor; recorded in fork.json")
+    ap.add_argument("--init-from", help="start a new --out with G's weights from a .safetensors file of a "
+                    "related architecture (e.g. v1 → luminance-only); recorded in init.json")
     ap.add_argument("--stop-at", type=int, help="pause (validate, checkpoint) at this step without changing "
                     "the LR schedule of --steps; short ablations compare runs at equal steps this way")
     args = ap.parse_args(argv)
@@ -320,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
             (out / "fork.json").write_text(json.dumps({"from": args.fork_from, "step": trainer.step,
                                                        "changed": changed}, indent=2))
             print(f"[train] forked from {args.fork_from} at step {trainer.step}; changed {changed}", flush=True)
+        elif args.init_from and not latest.is_file():
+            done = trainer.init_from(Path(args.init_from))
+            (out / "init.json").write_text(json.dumps({"from": args.init_from, **done}, indent=2))
+            print(f"[train] G initialised from {args.init_from}: {done['copied']} tensors copied, "
+                  f"adapted {done['adapted']}, fresh {done['fresh']}", flush=True)
         elif latest.is_file() and not args.fresh:
             trainer.load(latest)
             _truncate_log(out / "metrics.jsonl", trainer.step)

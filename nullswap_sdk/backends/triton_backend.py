@@ -30,6 +30,9 @@ class TritonRunner:
         except ImportError as e:
             raise BackendUnavailableError(f"the triton kernels cannot be imported ({e})",
                                           hint="install the GPU extra: pip install 'nullswap-sdk[gpu]'") from e
+        if model.cfg.luminance or model.cfg.texture:
+            raise BackendUnavailableError("the triton kernels do not implement luminance/texture networks yet",
+                                          hint="use backend='auto' (falls back to torch), or 'torch'")
         # fp16: float16 activations inside the fused Cloaking Block, fp32 accumulation and budget
         act = torch.float16 if precision == "fp16" else torch.float32
         self.net = TritonNullSwapNet(model.eval().to(device), cuda_graphs=cuda_graphs, act_dtype=act)

@@ -23,7 +23,9 @@ from ..faces.templates import get_template
 from ..recognisers.builtin import WHITEBOX_DEFAULT
 from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
-from .eot import EOTConfig, jitter_affine, random_degrade
+from .eot import EOTConfig, gaussian_blur_torch, jitter_affine, random_degrade
+from .jpeg import jpeg_approx
+from .texture import texture_weight
 
 __all__ = ["PGDConfig", "PGDCloaker"]
 
@@ -39,6 +41,12 @@ class PGDConfig:
     momentum: float = 0.9
     eot_samples: int = 1  # random alignments/degradations per step, beside the exact one
     eot: EOTConfig = field(default_factory=EOTConfig)
+    # Transfer levers (DESIGN.md §4; each measured in the transfer lab, training/lab.py):
+    luminance: bool = False  # one δ for R, G and B: no colour tint, more fooling per dB
+    texture: float = 0.0  # power of the texture weight on the per-pixel bound and step (0: flat)
+    jpeg_p: float = 0.0  # probability that an EOT view goes through a differentiable JPEG
+    jpeg_quality: tuple[int, int] = (50, 95)
+    grad_blur: float = 0.0  # Gaussian σ (px) smoothing the gradient (TI): survives downsampling
     feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
@@ -88,8 +96,15 @@ class PGDCloaker:
         views = [warp_affine_torch(x, A, (s, s))]
         if n_eot:
             xr = x.repeat(n_eot, 1, 1, 1)
-            Aj = jitter_affine(A.repeat(n_eot, 1, 1), (s - 1) / 2, self.config.eot, gen)
-            views.append(random_degrade(warp_affine_torch(xr, Aj, (s, s)), self.config.eot, gen).clamp(0, 255))
+            c = self.config
+            if c.jpeg_p > 0 and float(torch.rand(1, generator=gen)) < c.jpeg_p:
+                # JPEG acts on the saved photo, before the attacker re-aligns: the crop grid
+                # rarely matches the photo's 8x8 blocks, hence the random offset.
+                q = torch.randint(c.jpeg_quality[0], c.jpeg_quality[1] + 1, (xr.shape[0],), generator=gen)
+                off = torch.randint(0, 8, (2,), generator=gen).tolist()
+                xr = jpeg_approx(xr, q.tolist(), offset=(off[0], off[1]))
+            Aj = jitter_affine(A.repeat(n_eot, 1, 1), (s - 1) / 2, c.eot, gen)
+            views.append(random_degrade(warp_affine_torch(xr, Aj, (s, s)), c.eot, gen).clamp(0, 255))
         e = F.normalize(m(torch.cat(views, 0)), dim=1)
         return e.reshape(1 + n_eot, B, -1)
 
@@ -114,15 +129,19 @@ class PGDCloaker:
         step = c.step_size or 2.5 * c.eps / c.steps
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
         # ``delta`` is the applied perturbation; the feather mask scales its per-pixel
-        # bound so it fades to 0 at the crop border (no seam after paste-back).
+        # bound so it fades to 0 at the crop border (no seam after paste-back), and the
+        # texture weight moves the budget from flat skin to textured regions.
+        tex = texture_weight(x, c.texture, mask=mask[None, None]) if c.texture else 1.0
+        mask = mask * tex
         bound = c.eps * mask
-        delta = torch.zeros_like(x)
-        g = torch.zeros_like(x)
+        channels = 1 if c.luminance else 3
+        delta = torch.zeros(x.shape[0], channels, *x.shape[2:], device=x.device)
+        g = torch.zeros_like(delta)
         best = delta.clone()
         best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
         for it in range(c.steps + 1):
             delta.requires_grad_(it < c.steps)
-            loss = self._loss(x + delta, refs, gen)
+            loss = self._loss(x + delta.expand_as(x), refs, gen)
             with torch.no_grad():
                 improved = loss.detach() < best_loss
                 best[improved] = delta.detach()[improved]
@@ -131,12 +150,16 @@ class PGDCloaker:
                 break  # the final iterate is scored, not stepped
             (grad,) = torch.autograd.grad(loss.sum(), delta)
             with torch.no_grad():
+                if c.grad_blur > 0:
+                    grad = gaussian_blur_torch(grad, torch.full((grad.shape[0],), c.grad_blur))
                 g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
                 delta = delta - step * g.sign() * mask
                 delta = torch.maximum(torch.minimum(delta, bound), -bound)
-                delta = (x + delta).clamp(0, 255) - x
+                # Keep x + δ in range on every channel (a shared luminance δ: the tightest one).
+                lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
+                delta = delta.clamp(lo, hi) if c.luminance else (x + delta).clamp(0, 255) - x
                 delta = _project_psnr(delta, max_mse)
-        out = best
+        out = best.expand_as(x)
         self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist()}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 

@@ -25,7 +25,7 @@ from .transforms import get_transform
 if TYPE_CHECKING:
     from ..cloaker import Cloaker
 
-__all__ = ["EvalConfig", "Probe", "evaluate", "encode_as_saved"]
+__all__ = ["EvalConfig", "Probe", "Gallery", "embed_gallery", "evaluate", "encode_as_saved", "face_box_at"]
 
 DEFAULT_TRANSFORMS = ("jpeg90", "jpeg75", "jpeg50", "resize0.5", "resize0.25", "blur1")
 
@@ -44,6 +44,46 @@ class Probe:
     cloaked: Path | None = None  # None: the evaluator cloaks ``clean`` itself
 
 
+@dataclass(frozen=True)
+class Gallery:
+    """Embedded gallery: ``ids[i]`` is the identity of row ``i`` of each ``embeddings[rec]``
+    (L2-normalised). Build it once with ``embed_gallery`` and reuse it across cloaks."""
+
+    ids: tuple[str, ...]
+    embeddings: dict  # recogniser -> (N, D) float32
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            raise InputError("the gallery is empty (no face found in any gallery photo)",
+                             hint="check the data folder")
+
+
+def embed_gallery(gallery: list[tuple[str, Path]], recognisers: tuple[str, ...],
+                  embedder: PhotoEmbedder | None = None, progress: bool = True) -> Gallery:
+    """Embed one photo per gallery entry (photos without a detected face are left out)."""
+    embedder = embedder or PhotoEmbedder(recognisers)
+    ids, embs = [], {r: [] for r in recognisers}
+    for ident, path in _progress(gallery, progress, "gallery"):
+        e = embedder.embed(load_image(path).rgb)
+        if e is None:
+            continue
+        ids.append(ident)
+        for r in recognisers:
+            embs[r].append(e.embeddings[r])
+    return Gallery(tuple(ids), {r: np.stack(v) for r, v in embs.items()} if ids else {})
+
+
+def face_box_at(img: np.ndarray, box: tuple[int, int, int, int], size: int = 256) -> np.ndarray:
+    """The face box resized to ``size`` px (the paper's 256² scale): large faces are judged
+    where an upsampled perturbation's bands show, small ones where they are seen enlarged."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    crop = img[y0:y1, x0:x1]
+    interp = cv2.INTER_AREA if crop.shape[0] > size else cv2.INTER_CUBIC
+    return cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interp)
+
+
 @dataclass
 class _Acc:
     cos: dict = field(default_factory=dict)  # (variant, rec) -> [cosine clean vs cloaked]
@@ -54,6 +94,7 @@ class _Acc:
     quality: dict = field(default_factory=dict)  # metric -> [value]
     seconds_per_face: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
+    per_probe: list = field(default_factory=list)
 
 
 def encode_as_saved(rgb: np.ndarray, fmt: str, quality: int) -> np.ndarray:
@@ -78,30 +119,30 @@ def _nearest_is(identity: str, emb: np.ndarray, gallery_ids: list[str], gallery:
 
 def evaluate(
     probes: list[Probe],
-    gallery: list[tuple[str, Path]],
+    gallery: "list[tuple[str, Path]] | Gallery",
     cfg: EvalConfig,
     cloaker: "Cloaker | None" = None,
     progress: bool = True,
+    save_dir: Path | None = None,
 ) -> dict:
-    """Run the protocol; returns a JSON-able report (see ``report.py`` for rendering)."""
+    """Run the protocol; returns a JSON-able report (see ``report.py`` for rendering).
+
+    ``gallery``: (identity, photo) pairs, or a ``Gallery`` embedded beforehand with the same
+    recognisers. ``save_dir``: also write each cloaked probe there, as saved (for pictures).
+    The report's ``per_probe`` list keeps each probe's face size, quality and cosines."""
     if not probes:
         raise ConfigError("no probe photos to evaluate", hint="check the data folder / split")
     if cloaker is None and any(p.cloaked is None for p in probes):
         raise ConfigError("probes without a cloaked copy need a cloaker", hint="pass --model or cloaked paths")
     transforms = {name: get_transform(name) for name in cfg.transforms}
     embedder = PhotoEmbedder(cfg.recognisers)
-
-    gallery_ids, gallery_embs = [], {r: [] for r in cfg.recognisers}
-    for ident, path in _progress(gallery, progress, "gallery"):
-        e = embedder.embed(load_image(path).rgb)
-        if e is None:
-            continue
-        gallery_ids.append(ident)
-        for r in cfg.recognisers:
-            gallery_embs[r].append(e.embeddings[r])
-    if not gallery_ids:
-        raise InputError("no face found in any gallery photo", hint="check the data folder")
-    G = {r: np.stack(v) for r, v in gallery_embs.items()}
+    if not isinstance(gallery, Gallery):
+        gallery = embed_gallery(gallery, cfg.recognisers, embedder, progress)
+    missing = set(cfg.recognisers) - set(gallery.embeddings)
+    if missing:
+        raise ConfigError(f"the gallery was embedded without {sorted(missing)}",
+                          hint="embed the gallery with every recogniser of the EvalConfig")
+    gallery_ids, G = list(gallery.ids), gallery.embeddings
 
     acc = _Acc()
     for probe in _progress(probes, progress, "probes"):
@@ -127,6 +168,16 @@ def evaluate(
         _append(acc.quality, "ssim", ssim(clean, cloaked))
         _append(acc.quality, "psnr_face", psnr(clean, cloaked, box=box))
         _append(acc.quality, "ssim_face", ssim(clean, cloaked, box=box))
+        _append(acc.quality, "ssim_face256", ssim(face_box_at(clean, box), face_box_at(cloaked, box)))
+        if save_dir is not None:
+            from ..imageio import save_image
+
+            dst = Path(save_dir) / f"{probe.identity}__{Path(probe.clean).stem}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            save_image(dst, cloaked, overwrite=True)  # PNG of the pixels as saved (lossless)
+        record = {"identity": probe.identity, "file": Path(probe.clean).name,
+                  "face_px": int(round(max(box[2] - box[0], box[3] - box[1]))),
+                  **{k: round(float(acc.quality[k][-1]), 4) for k in ("psnr_face", "ssim_face", "ssim_face256")}}
 
         variants = [("none", cloaked, clean)] + [(n, t(cloaked), t(clean)) for n, t in transforms.items()]
         for name, img, base_img in variants:
@@ -138,6 +189,10 @@ def evaluate(
                 _append(acc.cos_base, (name, r), float(ref.embeddings[r] @ b.embeddings[r]))
                 _append(acc.hit, (name, r), _nearest_is(probe.identity, e.embeddings[r], gallery_ids, G[r]))
                 _append(acc.hit_base, (name, r), _nearest_is(probe.identity, b.embeddings[r], gallery_ids, G[r]))
+                if name == "none":
+                    record[f"cos_{r}"] = round(acc.cos[(name, r)][-1], 4)
+                    record[f"top1_{r}"] = acc.hit[(name, r)][-1]
+        acc.per_probe.append(record)
     return _summarise(acc, cfg, cloaker, len(probes), len(gallery_ids))
 
 
@@ -184,4 +239,5 @@ def _summarise(acc: _Acc, cfg: EvalConfig, cloaker, n_probes: int, n_gallery: in
         # Wall-clock figures vary run to run; everything above is deterministic.
         "timing": {"seconds_per_face_median": round(statistics.median(spf), 4) if spf else None,
                    "faces_timed": len(spf)},
+        "per_probe": acc.per_probe,
     }

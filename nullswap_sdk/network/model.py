@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..cloakers.texture import default_radius, texture_weight
 from ..errors import ConfigError
 from ..faces.paste import feather_mask
 from ..faces.templates import Template, get_template
@@ -61,6 +62,9 @@ class NetworkConfig:
     budget: str = "cap"  # "cap": scale down to the floor; "fixed": always spend exactly it
     feather: float = 0.0625  # mask ramp, fraction of the crop side (faces.paste)
     noise_seed: int = 0
+    # Transfer levers measured with per-image PGD in the lab (docs/RESULTS.md, "Transfer lab"):
+    luminance: bool = False  # one output channel, the same δ on R, G, B: no colour tint
+    texture: float = 0.0  # power of the texture weight (cloakers.texture) the bound is scaled by
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 4:
@@ -71,6 +75,8 @@ class NetworkConfig:
             raise ConfigError("block counts must be ≥ 0 and se_reduction ≥ 1")
         if self.eps <= 0 or (self.psnr_floor is not None and self.psnr_floor <= 0):
             raise ConfigError(f"eps and psnr_floor must be > 0, got {self.eps}, {self.psnr_floor}")
+        if self.texture < 0:
+            raise ConfigError(f"texture must be ≥ 0, got {self.texture}")
         if self.budget not in ("cap", "fixed"):
             raise ConfigError(f"budget must be 'cap' or 'fixed', got {self.budget!r}")
         get_template(self.template)  # fail early on an unknown template name
@@ -186,7 +192,7 @@ class NullSwapNet(nn.Module):
                                   ConvBlock(w // 2, t), DeConv(t, t - 3))
         # (t − 3) + 3 input channels = t: a multiple of 8 keeps ONNX Runtime in its blocked
         # (NCHWc) conv layout at full resolution, the most expensive part of the network.
-        self.tail = nn.Sequential(ConvBlock(t, t), ConvBlock(t, t), nn.Conv2d(t, 3, 3, 1, 1))
+        self.tail = nn.Sequential(ConvBlock(t, t), ConvBlock(t, t), nn.Conv2d(t, 1 if cfg.luminance else 3, 3, 1, 1))
         with torch.no_grad():  # unbiased start: a faint image-dependent pattern at ~the PSNR budget
             self.tail[-1].bias.zero_()
         self.register_buffer("mask", torch.from_numpy(feather_mask(cfg.size, cfg.feather))[None, None])
@@ -206,18 +212,23 @@ class NullSwapNet(nn.Module):
         h = self.fuse(torch.cat([self.gamma * pert, self.features(xn)], 1))
         raw = self.tail(torch.cat([h, xn], 1))
         c = self.cfg
+        mask = self.mask
+        if c.texture:  # move the budget from flat skin to textured regions (same mean bound)
+            mask = mask * texture_weight(x, c.texture, radius=default_radius(c.size), mask=self.mask)
+        if c.luminance:
+            raw = raw.expand(-1, 3, -1, -1)
         if c.psnr_floor is None:
-            return c.eps * _tanh(raw) * self.mask
+            return c.eps * _tanh(raw) * mask
         max_mse = 255.0 ** 2 / 10.0 ** (c.psnr_floor / 10.0)
         if c.budget == "fixed":
             # Normalise the pattern to the budget's energy, then bound it smoothly:
             # |eps·tanh(z/eps)| ≤ min(|z|, eps), so MSE ≤ budget and L∞ ≤ eps both hold, and
             # training only learns *where* to spend the energy, never to spend less.
-            u = raw * self.mask
+            u = raw * mask
             z = u * torch.sqrt(max_mse / (u.pow(2).mean(dim=(1, 2, 3), keepdim=True) + 1e-8))
             return c.eps * _tanh(z * (1.0 / c.eps))
         # "cap": per-image scale down so that MSE ≤ the budget: quality holds by construction.
-        delta = c.eps * _tanh(raw) * self.mask
+        delta = c.eps * _tanh(raw) * mask
         mse = delta.pow(2).mean(dim=(1, 2, 3), keepdim=True)
         return delta * torch.clamp(torch.sqrt(max_mse / (mse + 1e-12)), max=1.0)
 

@@ -1,0 +1,48 @@
+"""Where a perturbation can hide: a per-pixel texture weight (a simple JND-style mask).
+
+People see a change on flat skin (cheeks, forehead) long before the same change in hair,
+brows, beard or eyes (contrast masking). ``texture_weight`` is high where the local luminance
+varies and low where it is flat, normalised to mean 1 over the face so a budget scaled by it
+spends the same total energy, only elsewhere. Differentiable-free (computed from the clean
+image), cheap (two box filters), and defined at whatever resolution it is given.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["texture_weight", "default_radius"]
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+
+
+def default_radius(size: int) -> int:
+    """Local window half-size for a ``size``-px face crop: 4 px at 256, the scale of skin
+    pores and hair strands there."""
+    return max(1, round(size / 64))
+
+
+def texture_weight(x: torch.Tensor, power: float = 1.0, lo: float = 0.3, hi: float = 3.0,
+                   radius: int | None = None, floor: float = 2.0,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1, H, W) weight of float (B, 3, H, W) RGB [0, 255]: (local luminance std + floor)
+    ** power, normalised to mean 1 (weighted by ``mask`` when given), clipped to [lo, hi].
+
+    ``radius``: local window half-size (default ``default_radius(W)``). ``floor`` (grey levels) keeps sensor-noise-level
+    texture from counting as texture. ``power`` 0 gives a flat weight of 1.
+    """
+    if power == 0:
+        return x.new_ones(x.shape[0], 1, *x.shape[2:])
+    r = radius if radius is not None else default_radius(int(x.shape[-1]))
+    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    y = (x * w).sum(1, keepdim=True)
+    m1, m2 = _box(y, r), _box(y * y, r)
+    std = (m2 - m1 * m1).clamp_min(0).sqrt()
+    t = (std + floor) ** power
+    m = mask if mask is not None else torch.ones_like(t)
+    t = t / ((t * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6))
+    return t.clamp(lo, hi)

@@ -1,0 +1,61 @@
+"""training/gpu_train.sh, the one-call GPU recipe, run for real on the CPU in its TINY mode
+(2 steps, tiny batch, 2-probe lab) so that the script, the recipe file and the lab cannot rot."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nullswap_sdk.errors import NullSwapError
+from nullswap_sdk.recognisers.registry import get_recogniser_config, verified_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _file(name: str) -> Path:
+    try:
+        return verified_file(get_recogniser_config(name))
+    except NullSwapError as e:
+        pytest.skip(f"recogniser {name} not available: {e.message}")
+
+
+@pytest.mark.slow
+def test_gpu_train_script_tiny_run(tmp_path):
+    from training.data import CropSet, write_pack
+
+    gpu = tmp_path / "gpu"
+    gpu.mkdir()
+    for name in ("sface", "mobilefacenet"):
+        shutil.copy(_file(name), gpu / f"{name}.onnx")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        crops = rng.integers(0, 256, (n, 128, 128, 3), dtype=np.uint8)
+        write_pack(CropSet(crops, [f"{split}{i}" for i in range(n)], [f"id{i}" for i in range(n)]),
+                   gpu / f"crops_{split}.npz")
+    out = tmp_path / "out"
+    env = {**os.environ, "GPU_DIR": str(gpu), "OUT": str(out), "TINY": "1", "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    r = subprocess.run(["bash", "training/gpu_train.sh", "run"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for f in ("best.safetensors", "last.safetensors", "latest.pt", "metrics.jsonl", "config.json", "init.json",
+              "train.log"):
+        assert (out / f).is_file(), f
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["network"]["luminance"] is True and cfg["steps"] == 2  # the recipe file, tiny overrides
+    assert json.loads((out / "init.json").read_text())["copied"] > 200  # started from the shipped weights
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(steps) == 2
+    report = out / "lab" / "trained.json"
+    if (out / "lab_skipped.txt").is_file():
+        assert not report.exists()
+        pytest.skip("lab skipped: no detector package or research data here")
+    res = json.loads(report.read_text())
+    assert res["probes"] == 2 and res["gallery"] >= 10
+    assert "psnr_face" in res["quality"] and res["blackbox"], res

@@ -1,0 +1,258 @@
+"""Transfer lab: does a cloak recipe hide identities from recognisers it never saw?
+
+    python -m training.lab pgd-38 pgd-38-lum            # named recipes (see RECIPES)
+    python -m training.lab net-v1 --faces 20 --wild 6   # + celeba-wild faces (large, ~300-1000 px)
+    python -m training.lab pgd-38 --loo                 # + leave-one-surrogate-out matrix
+    python -m training.lab --model runs/x/best.safetensors --name x   # a trained network
+
+Always black-box (DESIGN.md §4): faceres never enters a loss, and ``--loo`` attacks with two
+surrogates and measures the third. Each probe (LFW validation identities, identity-disjoint
+from training) is cloaked through the full photo path, saved as JPEG q95, re-detected and
+searched in a gallery of ≥ 500 identities (one clean photo each: every validation identity
+plus distractors). Quality is measured on the face box of the saved file, also resized to
+256 px (where upsampled bands show). Writes ``OUT/NAME.json`` and ``OUT/NAME.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nullswap_sdk.errors import NullSwapError
+
+SURROGATES = ("sface", "facenet", "mobilefacenet")
+VALIDATION = ("faceres",)
+TRANSFORMS = ("jpeg75", "resize0.5")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A cloak to measure: ``model`` (a Cloaker model name or .safetensors path), its config
+    overrides, and the strength. ``attacks``: it takes ``recognisers=`` (PGD), so the lab
+    can leave surrogates out."""
+
+    model: str
+    overrides: dict = field(default_factory=dict)
+    strength: float = 1.0
+    attacks: bool = False
+    note: str = ""
+
+
+def _pgd(note: str, **kw) -> Recipe:
+    base = {"steps": 40, "psnr_floor": 38.0, "eps": 12.0}
+    return Recipe("pgd", {**base, **kw}, attacks=True, note=note)
+
+
+def _levels() -> dict[str, Recipe]:
+    from nullswap_sdk.levels import LEVELS
+
+    return {f"level-{n}": Recipe("nullswap-net", strength=lv.strength, note=f"--level {n} (strength {lv.strength:g})")
+            for n, lv in LEVELS.items()}
+
+
+RECIPES: dict[str, Recipe] = {
+    **_levels(),
+    "net-v1": Recipe("nullswap-net", note="shipped network v1, strength 1"),
+    "net-v1-s1.5": Recipe("nullswap-net", strength=1.5, note="shipped network v1, strength 1.5"),
+    "net-v1-s2": Recipe("nullswap-net", strength=2.0, note="shipped network v1, strength 2"),
+    "pgd-41": _pgd("PGD 40 steps, 41 dB crop floor, L∞ 8", psnr_floor=41.0, eps=8.0),
+    "pgd-38": _pgd("PGD 40 steps, 38 dB crop floor, L∞ 12"),
+    "pgd-35": _pgd("PGD 40 steps, 35 dB crop floor, L∞ 16", psnr_floor=35.0, eps=16.0),
+    "pgd-38-lum": _pgd("pgd-38, luminance-only δ", luminance=True),
+    "pgd-38-lum-jpeg": _pgd("pgd-38-lum + 1 EOT view through differentiable JPEG q50-95 (p 0.7)",
+                            luminance=True, eot_samples=1, jpeg_p=0.7),
+    "pgd-38-lum-tex": _pgd("pgd-38-lum, texture-weighted bound and step (power 1)", luminance=True, texture=1.0),
+    "pgd-38-lum-tex-jpeg": _pgd("pgd-38-lum-tex + JPEG EOT view", luminance=True, texture=1.0, eot_samples=1,
+                                jpeg_p=0.7),
+    "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
+    "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
+    "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,
+                                luminance=True, texture=1.0, eot_samples=1, jpeg_p=0.7),
+}
+
+
+# -- data ---------------------------------------------------------------------------------
+def lab_sets(n_faces: int, n_wild: int, gallery_size: int):
+    """(probes, gallery pairs): LFW validation probes (+ celeba-wild ones), gallery of every
+    validation identity with ≥ 2 photos plus distractors up to ``gallery_size`` identities."""
+    from nullswap_sdk.evaluation import datasets
+    from nullswap_sdk.evaluation.protocol import Probe
+
+    ids = datasets.lfw_identities()
+    train, val = datasets.split_identities(ids)
+    val_ids = {n: ids[n] for n in val}
+    gallery, _ = datasets.identification_sets(val_ids)
+    _, probe_pairs = datasets.identification_sets(val_ids, max_identities=n_faces)
+    have = {n for n, _ in gallery}
+    # Distractors: validation identities with one photo, then training identities (they are
+    # only searched against, never cloaked), in a fixed hash order.
+    rest = [n for n in sorted(val) if n not in have] + sorted(train)
+    rest.sort(key=lambda n: (n not in val, hashlib.sha256(n.encode()).hexdigest()))
+    for n in rest[:max(0, gallery_size - len(gallery))]:
+        gallery.append((n, sorted(ids[n])[0]))
+    if n_wild:
+        wild = datasets.celeba_wild_identities()
+        wg, wp = datasets.identification_sets(wild, max_identities=n_wild)
+        gallery += [(f"wild:{n}", p) for n, p in wg]
+        probe_pairs += [(f"wild:{n}", p) for n, p in wp]
+    return [Probe(n, p) for n, p in probe_pairs], gallery
+
+
+def load_gallery(pairs, recognisers, cache_dir: Path):
+    """Embedded gallery, cached on disk by (photos, recognisers)."""
+    from nullswap_sdk.evaluation.protocol import Gallery, embed_gallery
+
+    key = hashlib.sha256(json.dumps([[n, str(p)] for n, p in pairs] + [list(recognisers)]).encode()).hexdigest()[:16]
+    path = cache_dir / f"gallery_{key}.npz"
+    if path.is_file():
+        z = np.load(path)
+        return Gallery(tuple(z["ids"].tolist()), {r: z[r] for r in recognisers})
+    g = embed_gallery(pairs, tuple(recognisers), progress=False)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=np.array(g.ids), **g.embeddings)
+    tmp.replace(path)
+    return g
+
+
+# -- one recipe ---------------------------------------------------------------------------
+def _cloaker(recipe: Recipe, attack: tuple[str, ...] | None):
+    from nullswap_sdk import Cloaker
+
+    kw = dict(recipe.overrides)
+    if attack is not None:
+        kw["recognisers"] = attack
+    return Cloaker.from_pretrained(recipe.model, strength=recipe.strength, **kw)
+
+
+def _kept(rec: dict, t: str) -> dict:
+    """Share of the protection left after transform ``t``: of 1 − cosine, and of the Top-1 drop."""
+    a, b = rec["none"], rec[t]
+    drop, drop_t = a["top1_clean"] - a["top1"], b["top1_clean"] - b["top1"]
+    return {"cos": round((1 - b["cosine"]) / max(1 - a["cosine"], 1e-6), 3),
+            "top1": round(drop_t / drop, 3) if drop > 0 else None}
+
+
+def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool, save_dir: Path | None) -> dict:
+    from nullswap_sdk.evaluation.protocol import EvalConfig, evaluate
+
+    cfg = EvalConfig(recognisers=tuple(available), transforms=TRANSFORMS)
+    surrogates = tuple(r for r in SURROGATES if r in available)
+    attacks: list[tuple[str, ...] | None] = [surrogates if recipe.attacks else None]
+    if loo and recipe.attacks:
+        attacks += [tuple(s for s in surrogates if s != left) for left in surrogates]
+    runs, blackbox = [], {}
+    for attack in attacks:
+        t0 = time.time()
+        cloaker = _cloaker(recipe, attack)
+        rep = evaluate(probes, gallery, cfg, cloaker=cloaker, progress=False,
+                       save_dir=save_dir if attack == attacks[0] else None)
+        cloaker.close()
+        seen = set(surrogates if attack is None else attack)  # the network trained on all three
+        ident = rep["identity"]
+        per_rec = {r: {v: ident[v]["recognisers"][r] for v in ("none", *TRANSFORMS)} for r in available}
+        for r in available:
+            if r not in seen and r not in blackbox:
+                blackbox[r] = {**per_rec[r]["none"], **{f"kept_{t}": _kept(per_rec[r], t) for t in TRANSFORMS},
+                               "attack": list(seen)}
+        runs.append({"attack": sorted(seen), "seconds": round(time.time() - t0, 1), "quality": rep["quality"],
+                     "identity": per_rec, "per_probe": rep["per_probe"],
+                     "seconds_per_face": rep["timing"]["seconds_per_face_median"]})
+        print(f"[lab] {name} attack={sorted(seen)} done in {time.time() - t0:.0f}s", flush=True)
+    return {"recipe": name, "model": recipe.model, "overrides": recipe.overrides, "strength": recipe.strength,
+            "note": recipe.note, "probes": len(probes), "gallery": len(gallery.ids),
+            "quality": _quality(runs[0]["per_probe"], runs[0]["quality"]), "blackbox": blackbox, "runs": runs}
+
+
+def _quality(per_probe: list[dict], q: dict) -> dict:
+    out = {k: q[k] for k in ("psnr", "ssim", "psnr_face", "ssim_face", "ssim_face256", "psnr_face_min") if k in q}
+    for label, sel in (("lfw", lambda p: not p["identity"].startswith("wild:")),
+                       ("wild400", lambda p: p["identity"].startswith("wild:") and p["face_px"] >= 400)):
+        rows = [p for p in per_probe if sel(p)]
+        if rows:
+            out[label] = {"n": len(rows), **{k: round(float(np.mean([p[k] for p in rows])), 4)
+                                            for k in ("psnr_face", "ssim_face", "ssim_face256")}}
+    return out
+
+
+def to_markdown(res: dict) -> str:
+    q = res["quality"]
+    lines = [f"### {res['recipe']}: {res['note']}", "",
+             f"{res['probes']} probes, gallery {res['gallery']} identities; face box PSNR {q.get('psnr_face')} / "
+             f"SSIM {q.get('ssim_face')} / SSIM@256 {q.get('ssim_face256')}; whole photo {q.get('psnr')} / {q.get('ssim')}",
+             "", "| recogniser (black-box) | attack | cosine | Top-1 (clean) | kept after JPEG q75 (1−cos, Top-1 drop) "
+                 "| kept after resize ×0.5 |", "|---|---|---|---|---|---|"]
+    for r, b in res["blackbox"].items():
+        j, z = b["kept_jpeg75"], b["kept_resize0.5"]
+        lines.append(f"| {r} | {'+'.join(b['attack'])} | {b['cosine']:.3f} | {b['top1']:.2f} ({b['top1_clean']:.2f}) "
+                     f"| {j['cos']}, {j['top1']} | {z['cos']}, {z['top1']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.lab", description=__doc__.split("\n")[0])
+    ap.add_argument("recipes", nargs="*", help=f"named recipes: {', '.join(RECIPES)}")
+    ap.add_argument("--model", help="ad-hoc recipe: a model name or .safetensors path (with --name)")
+    ap.add_argument("--name", help="name of the ad-hoc recipe")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the ad-hoc model")
+    ap.add_argument("--strength", type=float, default=1.0)
+    ap.add_argument("--faces", type=int, default=20, help="LFW validation probes (default 20)")
+    ap.add_argument("--wild", type=int, default=0, help="celeba-wild probes (large faces) too")
+    ap.add_argument("--gallery", type=int, default=560, help="gallery identities (default 560, ≥ 500)")
+    ap.add_argument("--loo", action="store_true", help="also attack with two surrogates, measure the third")
+    ap.add_argument("--pictures", action="store_true", help="save the cloaked probes (PNG) under OUT/NAME/")
+    ap.add_argument("--out", default="runs/lab", help="report folder (default runs/lab)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        todo: dict[str, Recipe] = {}
+        for n in args.recipes:
+            if n not in RECIPES:
+                print(f"error: unknown recipe {n!r}; known: {', '.join(RECIPES)}", file=sys.stderr)
+                return 2
+            todo[n] = RECIPES[n]
+        if args.model:
+            over = {}
+            for item in args.set:
+                k, _, v = item.partition("=")
+                try:
+                    over[k] = json.loads(v)
+                except json.JSONDecodeError:
+                    over[k] = v
+            todo[args.name or Path(args.model).stem] = Recipe(args.model, over, args.strength,
+                                                              attacks=args.model.startswith("pgd"),
+                                                              note=f"{args.model} {over}")
+        if not todo:
+            ap.error("name a recipe or pass --model")
+        from nullswap_sdk.cli.eval import available_recognisers
+
+        available = available_recognisers()
+        if not any(r in available for r in VALIDATION):
+            print("warning: faceres not found: only left-out surrogates measure transfer", file=sys.stderr)
+        probes, pairs = lab_sets(args.faces, args.wild, args.gallery)
+        out = Path(args.out)
+        gallery = load_gallery(pairs, available, Path("runs/lab_cache"))
+        for name, recipe in todo.items():
+            res = run_recipe(name, recipe, probes, gallery, available, args.loo,
+                             out / name if args.pictures else None)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
+            (out / f"{name}.md").write_text(to_markdown(res))
+            print(to_markdown(res), flush=True)
+    except NullSwapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
