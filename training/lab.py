@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               note=f"{args.model} {over}")
         if not todo:
             ap.error("name a recipe or pass --model")
-        from nullswap_sdk.cli.eval import available_recognisers
+        from nullswap_sdk.recognisers import available_recognisers
 
         available = available_recognisers()
         if not any(r in available for r in VALIDATION):
