@@ -38,7 +38,7 @@ The NullSwap cloaking network (Wang et al., ICCV 2025, arXiv 2503.18678) as buil
 | hardware | {hardware} |
 | recognisers in the loss | {recognisers} (white-box), balanced by Dynamic Loss Weighting (α={alpha}, γ={gamma}/epoch, k={k}, mode `{dlw_mode}`) |
 | never in the loss | {val_recognisers} (validation only) |
-| robustness (EOT) | re-alignment jitter (±{shift_px} px, ±{rotate_deg}°, ±{scale_pct}% scale); p={p_jpeg} differentiable JPEG q{jpeg_lo}–{jpeg_hi}; resize ≥×{resize_min}, blur σ≤{blur}, noise σ≤{noise}, colour ±{colour_pct}% |
+| robustness (EOT) | re-alignment jitter (±{shift_px} px, ±{rotate_deg}°, ±{scale_pct}% scale); with probability {p_degrade} a degraded copy: differentiable JPEG q{jpeg_lo}–{jpeg_hi} (p={p_jpeg} per step overall), resize ≥×{resize_min} + blur σ≤{blur} + noise σ≤{noise} (p={p_rbn} overall), colour ±{colour_pct}% |
 | quality losses | MSE + SSIM + LSGAN PatchGAN discriminator (weight {w_adv}) |
 | shipped on | {today} |
 
@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         recognisers=", ".join(cfg["recognisers"]), alpha=dlw["alpha"], gamma=dlw["gamma"], k=dlw["k"],
         dlw_mode=dlw["mode"], val_recognisers=", ".join(cfg.get("val_recognisers", [])) or "none",
         shift_px=eot["shift_px"], rotate_deg=eot["rotate_deg"], scale_pct=round(eot["scale"] * 100),
-        p_jpeg=eot["p_jpeg"], jpeg_lo=eot["jpeg_quality"][0], jpeg_hi=eot["jpeg_quality"][1],
+        p_degrade=eot["p_degrade"], p_jpeg=round(eot["p_degrade"] * eot["p_jpeg"], 3),
+        p_rbn=round(eot["p_degrade"] * eot["p_resize_blur_noise"], 3), jpeg_lo=eot["jpeg_quality"][0], jpeg_hi=eot["jpeg_quality"][1],
         resize_min=eot["resize_min"], blur=eot["blur_sigma_max"], noise=eot["noise_std"],
         colour_pct=round(eot["colour"] * 100), w_adv=loss["w_adv"], today=date.today().isoformat(),
         split_seed=data["split_seed"], val_pct=round(data["val_fraction"] * 100), val_n=data["val_crops"],
