@@ -2,11 +2,15 @@
 # One-command install on a clean CPU machine (also used by .ci/run).
 #   bash scripts/install.sh          # SDK
 #   bash scripts/install.sh --dev    # + tests and benchmarks
+#   bash scripts/install.sh --with=serve   # + any extras, comma-separated (serve, ray, video)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras=""
-[[ "${1:-}" == "--dev" ]] && extras="[dev]"
+case "${1:-}" in
+  --dev) extras="[dev]" ;;
+  --with=*) extras="[${1#--with=}]" ;;
+esac
 
 # A bare `torch` requirement can resolve to a multi-GB CUDA build: pin the CPU wheel
 # first unless the user already installed a torch of their choice (e.g. CUDA).

@@ -62,6 +62,11 @@ def test_cli_ray_matches_single_process_cli(ray_cluster, tmp_path, capsys, monke
     assert all(single[k] == ray[k] for k in single), "outputs differ between --ray and the plain CLI"
     assert (tmp_path / "ray" / "a" / "noise.png").read_bytes() == b"keep me"
 
+    # --skip-existing: a rerun only retries what is missing (here the two bad files).
+    assert main(["cloak", "in", "-o", "single", "--skip-existing"]) == 1
+    assert capsys.readouterr().out.startswith(
+        "0/2 image(s) written, 0 face(s) cloaked, 0 without faces, 2 failed, 7 skipped (already written)")
+
     # Equal to the SDK called directly (decode, cloak, save as the README shows).
     from nullswap_sdk import Cloaker
     from nullswap_sdk.imageio import load_image, save_image

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                    help="keep EXIF (GPS included!); by default EXIF, XMP and comments are stripped "
                         "and only the ICC colour profile is kept")
     c.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    c.add_argument("--skip-existing", action="store_true",
+                   help="leave outputs that already exist as they are and count them as skipped, not "
+                        "failed: rerun an interrupted batch to finish it")
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     add_overrides(c, "threads=2")
     c.add_argument("--ray", metavar="ADDRESS", default=None,
@@ -145,7 +148,13 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--quality must be 1..100, got {args.quality}", hint="95 is the default")
     if getattr(args, "workers", None) is not None and not getattr(args, "ray", None):
         raise ConfigError("--workers only applies with --ray", hint="add --ray local, or drop --workers")
+    if getattr(args, "skip_existing", False) and (args.overwrite or args.in_place):
+        raise ConfigError("--skip-existing contradicts --overwrite / --in-place", hint="drop one of them")
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
+    skipped = 0
+    if getattr(args, "skip_existing", False):
+        todo = [(src, dst) for src, dst in pairs if not dst.exists()]
+        skipped, pairs = len(pairs) - len(todo), todo
     cloaker = Cloaker.from_pretrained(args.model, min_face_size=getattr(args, "min_face", None),
                                       **parse_overrides(args))
     if getattr(args, "strength", None) is not None:
@@ -173,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     ok = len(pairs) - len(failures)
     if not args.quiet:
         print(f"{ok}/{len(pairs)} image(s) written, {tally['faces']} face(s) cloaked, "
-              f"{tally['noface']} without faces, {len(failures)} failed")
+              f"{tally['noface']} without faces, {len(failures)} failed"
+              + (f", {skipped} skipped (already written)" if skipped else ""))
         for src, why in failures:
             print(f"  failed: {src}: {why}")
     return 1 if failures else 0
@@ -226,9 +236,9 @@ def _cloak_on_ray(pairs, args, tally: dict, failures: list, min_face: float) -> 
                          keep_metadata=args.keep_metadata, workers=args.workers,
                          existing="overwrite" if opts.overwrite else "error")
     if items:
+        started = connect(args.ray)
         if not getattr(args, "verbose", 0):  # Ray Data's per-run INFO lines; -v shows them
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        started = connect(args.ray)
         try:
             report = run_batch(items, config, progress=not args.quiet and len(items) > 1)
         finally:

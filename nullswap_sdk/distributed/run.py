@@ -63,8 +63,9 @@ def run_batch(items: list[BatchItem], config: BatchConfig, *, in_fs=None, out_fs
               on_outcome: Callable[[ImageOutcome], None] | None = None) -> BatchReport:
     """Cloak ``items`` on the connected cluster (call ``connect`` first) and return the report.
 
-    Outputs that exist when the job starts follow ``config.existing``. ``on_outcome`` sees
-    each outcome as it arrives (e.g. to log). ``worker_cls`` may be a ``CloakWorker`` subclass.
+    Outputs that exist when the job starts follow ``config.existing`` (and are reported, not
+    passed to ``on_outcome``). ``on_outcome`` sees each processed image as its batch finishes
+    (e.g. to log or time it). ``worker_cls`` may be a ``CloakWorker`` subclass.
     Images whose batch failed beyond ``config.max_retries`` (a worker that kept dying) are
     reported as failed, never silently dropped.
     """
@@ -88,9 +89,13 @@ def run_batch(items: list[BatchItem], config: BatchConfig, *, in_fs=None, out_fs
                 by_path[it.path] = _existing_outcome(it, config)
     actors, gpu_share = _pool(ray, config)
     if todo:
-        for outcome in _execute(ray, todo, config, in_fs, out_fs, actors, gpu_share,
-                                worker_cls or CloakWorker, progress):
-            by_path[outcome.src] = outcome
+        label = {it.path: it.label for it in todo}
+        for row in _execute(ray, todo, config, in_fs, out_fs, actors, gpu_share,
+                            worker_cls or CloakWorker, progress):
+            o = ImageOutcome(label[row.src], row.dst, row.status, row.faces, row.error)
+            by_path[row.src] = o
+            if on_outcome:
+                on_outcome(o)
     outcomes = []
     for it in items:
         o = by_path.get(it.path)
@@ -98,10 +103,8 @@ def run_batch(items: list[BatchItem], config: BatchConfig, *, in_fs=None, out_fs
             o = ImageOutcome(it.label, it.dst, "failed", error=(
                 "not processed: its worker died more often than max_retries allows "
                 "(hint: check the worker logs, e.g. for out-of-memory kills)"))
-        else:
-            o = ImageOutcome(it.label, o.dst, o.status, o.faces, o.error)
-        if on_outcome:
-            on_outcome(o)
+            if on_outcome:
+                on_outcome(o)
         outcomes.append(o)
     return BatchReport(outcomes, seconds=time.perf_counter() - t0, workers=actors)
 
@@ -130,8 +133,9 @@ def _execute(ray, todo, config, in_fs, out_fs, actors, gpu_share, worker_cls, pr
     try:
         ds = ray.data.read_binary_files(
             [it.path for it in todo], include_paths=True, filesystem=in_fs,
-            num_cpus=0,  # I/O only: never wait for a core the cloaking actors hold
-            override_num_blocks=blocks)
+            # I/O only: no core of its own (never waits for one the actors hold), but a bounded
+            # number of readers, else Ray starts a worker process per pending read task.
+            num_cpus=0, concurrency=actors, override_num_blocks=blocks)
         map_args = dict(batch_size=config.batch_size, batch_format="numpy",
                         fn_constructor_kwargs={"config": config, "targets_ref": [targets], "out_fs": out_fs},
                         compute=ray.data.ActorPoolStrategy(size=actors),
