@@ -45,6 +45,11 @@ _ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}
 _EXIF_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
 _ICC_FORMATS = {"JPEG", "PNG", "WEBP", "TIFF"}
 
+# A Huffman-coded JPEG spends at least one bit per 8x8 block even on flat grey (≤ 512 px per
+# byte, measured ≤ 170 for PIL's smallest); far more pixels per byte means the header lies
+# about the size (libjpeg would grey-fill the rest: a decode bomb, never a real photo).
+_JPEG_MAX_PX_PER_BYTE = 2048
+
 # Read once at import: querying the umask later means setting it, which races with threads.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -221,6 +226,9 @@ def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = 100_000_000,
                 if w == 0 or h == 0:
                     raise ImageDecodeError(f"{name} has zero size {w}x{h}")
                 fmt, mode = img.format or "UNKNOWN", img.mode
+                if fmt in ("JPEG", "MPO") and w * h > _JPEG_MAX_PX_PER_BYTE * size:
+                    raise ImageDecodeError(
+                        f"{name} claims {w}x{h} pixels in only {size:,} bytes: its header is corrupt")
                 if getattr(img, "n_frames", 1) > 1:
                     if fmt != "MPO":
                         raise UnsupportedImageError(

@@ -67,6 +67,23 @@ def test_truncated_jpeg_fails_instead_of_grey_fill():
         assert err.__cause__ is None and err.__suppress_context__  # no PIL traceback chained
 
 
+def test_jpeg_claiming_more_pixels_than_its_bytes_can_hold_fails_fast():
+    """A SOF size edited to 9000x9000 on a 160x120 JPEG: libjpeg would grey-fill 81 MP (seconds,
+    ~250 MB); the loader refuses it from the header. Flat grey JPEGs, the densest real ones,
+    still load (fuzz finding, issue 12 item 5)."""
+    import time
+
+    data = bytearray(_encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), np.uint8)),
+                             "JPEG", quality=90))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", 9000, 9000)
+    t0 = time.perf_counter()
+    err = _raises(ImageDecodeError, load_image, bytes(data))
+    assert "9000x9000" in err.message and time.perf_counter() - t0 < 1.0
+    flat = _encode(Image.new("L", (4000, 3000), 128), "JPEG", quality=1, progressive=True, optimize=True)
+    assert load_image(flat).rgb.shape == (3000, 4000, 3)
+
+
 def test_random_bytes_and_text(tmp_path):
     _raises(ImageDecodeError, load_image, np.random.default_rng(1).bytes(4096))
     p = tmp_path / "notes.png"
