@@ -5,14 +5,16 @@ reliable for face boxes from about 16 px to about 320 px wide *in its input* (12
 still score 0.3-0.8; larger than ~400 px boxes break or vanish). So, for ``min_face_size``
 native pixels:
 
-1. the *finest* pass runs at ``12 / min_face_size`` (never above native): 960x540 for 24-px
-   faces in a 1080p photo. Its score threshold is lowered to 0.3, so faces of 12-16 px in
-   its input come back as *proposals*;
-2. each proposal is confirmed (or dropped) by YuNet on a small crop of the native image
-   around it, resized so the face is ~24 px: full-resolution evidence and landmarks for
-   the price of a few 72x72 passes, instead of a whole pass at 16/24 = 0.667 scale;
+1. the *finest* pass runs at ``12 / min_face_size`` (never above native, never coarser
+   than a 640-px copy): 960x540 for 24-px faces in a 1080p photo. Its score threshold is
+   lowered to 0.15, so faces of 12-24 px in its input (and unsure ones up to 96 px) come
+   back as *proposals*;
+2. the proposals are confirmed (or dropped) by one YuNet call on a mosaic of native crops
+   around them, each resized so the face is ~32 px: full-resolution evidence and landmarks
+   for the price of a few 96x96 cells, instead of a whole pass at 16/24 = 0.667 scale;
 3. coarser passes (each at most 6x coarser, the coarsest with long side
-   ``detect_max_side``) find the large faces, up to faces that fill the frame. Levels are
+   ``detect_max_side``) find the large faces, up to faces that fill the frame; each keeps
+   only faces too big for the next finer pass, which sees the rest sharper. Levels are
    resized from the finest one (cheap: a 3x area reduction of 960x540), and scales of 1/2
    or more use bilinear resizing (at exactly 1/2 it *is* the 2x2 area average, ~20x faster
    than INTER_AREA at 0.667).
