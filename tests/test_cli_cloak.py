@@ -201,3 +201,17 @@ def test_in_place_names_the_unwritable_suffix(tmp_path):
     g.write_bytes(b"x")
     with pytest.raises(ConfigError, match="GIF output is not supported"):
         plan_outputs([(g, tmp_path)], None, in_place=True)
+
+
+def test_level_sets_the_strength_it_names(tmp_path, lfw_photo_path):
+    from nullswap_sdk.levels import LEVELS
+
+    outs = {}
+    for flag in (["--level", "high"], ["--strength", str(LEVELS["high"].strength)]):
+        dst = tmp_path / f"{flag[0][2:]}.png"
+        assert main(["cloak", str(lfw_photo_path), "-o", str(dst), *flag]) == 0
+        outs[flag[0]] = dst.read_bytes()
+    assert outs["--level"] == outs["--strength"]
+    assert main(["cloak", str(lfw_photo_path), "-o", str(tmp_path / "x.png"), "--level", "low",
+                 "--strength", "1"]) == 2  # contradictory: usage error, nothing written
+    assert not (tmp_path / "x.png").exists()

@@ -11,7 +11,7 @@ import logging
 from ..errors import ConfigError
 
 __all__ = ["EXIT_OK", "EXIT_FAILURES", "EXIT_USAGE", "EXIT_INTERRUPTED", "log", "add_verbosity",
-           "add_overrides", "configure_logging", "parse_overrides"]
+           "add_overrides", "configure_logging", "parse_overrides", "add_level_argument", "resolve_level"]
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -51,3 +51,23 @@ def parse_overrides(args) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def add_level_argument(parser) -> None:
+    parser.add_argument("--level", choices=["low", "mid", "high"], default=None,
+                        help="protection level: a measured strength of the default cloak (low 0.7, "
+                             "mid 1.0 = default, high 1.6; figures in README 'Protection levels'); "
+                             "not with --strength")
+
+
+def resolve_level(args) -> None:
+    """Turn ``--level`` into the ``--strength`` it names (one code path after parsing)."""
+    from ..errors import ConfigError
+    from ..levels import get_level
+
+    level = getattr(args, "level", None)
+    if level is None:
+        return
+    if getattr(args, "strength", None) is not None:
+        raise ConfigError("--level and --strength both set", hint="a level is a named strength: pass one")
+    args.strength = get_level(level).strength

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, NullSwapError
 from ..imageio import FORMAT_BY_SUFFIX
-from ._common import add_overrides, add_verbosity, log, parse_overrides
+from ._common import add_level_argument, add_overrides, add_verbosity, log, parse_overrides, resolve_level
 
 __all__ = ["add_parser", "run", "expand_inputs", "plan_outputs", "IMAGE_SUFFIXES"]
 
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
     c.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     c.add_argument("--strength", type=float, default=None,
                    help="perturbation scale (default 1.0; 0.5-2 trades quality for protection)")
+    add_level_argument(c)
     c.add_argument("--min-face", type=float, default=None, metavar="PX",
                    help="smallest face to find, native pixels (default 24: every face a recogniser "
                         "can still identify, ~30 ms detection at 1080p; 48 is ~2x faster)")
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--workers only applies with --ray", hint="add --ray local, or drop --workers")
     if getattr(args, "skip_existing", False) and (args.overwrite or args.in_place):
         raise ConfigError("--skip-existing contradicts --overwrite / --in-place", hint="drop one of them")
+    resolve_level(args)
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
     skipped = 0
     if getattr(args, "skip_existing", False):

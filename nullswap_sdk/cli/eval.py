@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..recognisers import available_recognisers  # noqa: F401  (re-exported: training/lab.py uses it here)
-from ._common import add_overrides, log, parse_overrides
+from ..recognisers import available_recognisers
+from ._common import add_level_argument, add_overrides, log, parse_overrides, resolve_level
 
 __all__ = ["add_parser", "run", "build_sets", "available_recognisers"]
 
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     e.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     add_overrides(e, "threads=2")
     e.add_argument("--strength", type=float, default=None, help="perturbation scale of --model (default 1.0)")
+    add_level_argument(e)
     e.add_argument("--out", required=True, help="report prefix: writes PREFIX.json and PREFIX.md")
     e.add_argument("--title", default=None, help="Markdown heading")
     e.add_argument("--sheet-faces", type=int, default=4, metavar="N",
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cloaked and not args.clean:
         raise ConfigError("--cloaked needs --clean", hint="pass the folder of originals too")
+    resolve_level(args)
     recs = tuple(args.recognisers.split(",")) if args.recognisers else available_recognisers()
     probes, gallery = build_sets(args)
     cloaker = None
