@@ -66,10 +66,10 @@ def test_default_cloaker_is_the_shipped_network(lfw_rgb):
 def test_from_pretrained_sets_strength_and_detector_floor():
     from nullswap_sdk import Cloaker
 
-    with Cloaker.from_pretrained(strength=0.5, min_face_size=24) as c:
-        assert c.strength == 0.5 and c.detector.min_face_size == 24
-    with Cloaker.from_pretrained() as c:
-        assert c.strength == 1.0 and c.detector.min_face_size == 48
+    with Cloaker.from_pretrained(strength=0.5, min_face_size=48) as c:
+        assert c.strength == 0.5 and c.detector.min_face_size == 48
+    with Cloaker.from_pretrained() as c:  # photos: every face down to 24 px (issue 12)
+        assert c.strength == 1.0 and c.detector.min_face_size == 24
 
 
 def test_info_prints_the_model_card(capsys):
