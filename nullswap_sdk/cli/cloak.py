@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
+import os
 from pathlib import Path
 
 from ..errors import ConfigError, NullSwapError
@@ -238,9 +238,9 @@ def _cloak_on_ray(pairs, args, tally: dict, failures: list, min_face: float) -> 
                          keep_metadata=args.keep_metadata, workers=args.workers,
                          existing="overwrite" if opts.overwrite else "error")
     if items:
-        started = connect(args.ray)
         if not getattr(args, "verbose", 0):  # Ray Data's per-run INFO lines; -v shows them
-            logging.getLogger("ray.data").setLevel(logging.WARNING)
+            os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+        started = connect(args.ray)
         try:
             report = run_batch(items, config, progress=not args.quiet and len(items) > 1)
         finally:

@@ -32,7 +32,7 @@ class BatchConfig:
     workers: int | None = None  # actors; None: one per cluster CPU, or workers_per_gpu per GPU
     workers_per_gpu: int = 4  # actors sharing one GPU (each asks for 1/workers_per_gpu of it)
     cpus_per_worker: float = 1.0  # decode, detect, paste and encode run on the CPU
-    batch_size: int = 8  # images per map_batches call: a crashed call redoes at most this many
+    batch_size: int = 16  # images per map_batches call: a crashed call redoes at most this many
     max_retries: int = 3  # Ray restarts of a dead worker, and retries of the call it was running
 
     def __post_init__(self) -> None:
