@@ -122,3 +122,20 @@ def test_cloak_dataset_survives_a_worker_crash_and_resumes(ray_cluster, tmp_path
     assert again.count("written") == 1 and again.count("skipped") == 6 and len(again.failures) == 2
     assert _files(tmp_path / "out")[cloaked.relative_to(tmp_path / "out")] == written[
         cloaked.relative_to(tmp_path / "out")]
+
+    # The object-store path (any non-local pyarrow filesystem: encode in memory, write beside,
+    # rename) writes the same bytes as the local one.
+    from pyarrow import fs as pafs
+
+    from nullswap_sdk.distributed.plan import BatchItem
+
+    (tmp_path / "out_fs").mkdir()
+    in_fs = pafs.SubTreeFileSystem(str(tmp_path / "in"), pafs.LocalFileSystem())
+    out_fs = pafs.SubTreeFileSystem(str(tmp_path / "out_fs"), pafs.LocalFileSystem())
+    names = ["a/noise.png", "b/c/AJ_Cook_0001.jpg", "a/corrupt.jpg"]
+    remote = run_batch([BatchItem(n, f"mem://{n}", n) for n in names], config, in_fs=in_fs, out_fs=out_fs)
+    assert [o.status for o in remote.outcomes] == ["noface", "written", "failed"]
+    assert "mem://a/corrupt.jpg" in remote.outcomes[2].error
+    for n in names[:2]:
+        assert (tmp_path / "out_fs" / n).read_bytes() == (tmp_path / "out" / n).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "out_fs").rglob("*") if p.is_file()) == ["AJ_Cook_0001.jpg", "noise.png"]

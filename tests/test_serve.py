@@ -211,6 +211,16 @@ def test_api_key_back_pressure_and_graceful_shutdown(lfw_rgb):
             assert pending.result().status_code == 200
 
 
+def test_request_timeout_is_503_json(lfw_rgb):
+    photo = np.ascontiguousarray(np.tile(lfw_rgb, (6, 8, 1)))  # ~0.3 s of work, 48 faces
+    with _server(ServeConfig(workers=1, timeout_s=0.05, max_pixels=10_000_000,
+                             max_upload_bytes=8 * 2**20)) as (client, _):
+        r = _post(client, _encode(photo, "JPEG"))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert set(r.json()) == {"error", "hint"} and "within 0.05 s" in r.json()["error"]
+        assert client.get("/readyz").status_code == 200
+
+
 def _admitted(client) -> bool:
     try:
         text = client.get("/metrics").text
