@@ -1,7 +1,7 @@
 """Transfer lab: does a cloak recipe hide identities from recognisers it never saw?
 
     python -m training.lab pgd-38 pgd-38-lum            # named recipes (see RECIPES)
-    python -m training.lab net-v1 --faces 20 --wild 6   # + celeba-wild faces (large, ~300-1000 px)
+    python -m training.lab net-v1 --faces 20 --wild 6 --large 4   # + celeba-wild photos (+ the 4 largest faces)
     python -m training.lab pgd-38 --loo                 # + leave-one-surrogate-out matrix
     python -m training.lab --model runs/x/best.safetensors --name x   # a trained network
 
@@ -78,7 +78,30 @@ RECIPES: dict[str, Recipe] = {
 
 
 # -- data ---------------------------------------------------------------------------------
-def lab_sets(n_faces: int, n_wild: int, gallery_size: int):
+def _largest_faces(ids: dict, k: int, cache_dir: Path) -> list[tuple[str, Path]]:
+    """The ``k`` celeba-wild photos with the largest faces, one per identity (face sizes cached)."""
+    cache = cache_dir / "celeba_face_px.json"
+    sizes = json.loads(cache.read_text()) if cache.is_file() else {}
+    if not sizes:
+        from nullswap_sdk.faces.detect import FaceDetector
+        from nullswap_sdk.imageio import load_image
+
+        det = FaceDetector()
+        for files in ids.values():
+            for f in files:
+                faces = det.detect(load_image(f).rgb)
+                sizes[str(f)] = max((max(x.box[2] - x.box[0], x.box[3] - x.box[1]) for x in faces), default=0)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(sizes))
+    best = {}
+    for n, files in ids.items():
+        f = max(files, key=lambda f: sizes.get(str(f), 0))
+        best[n] = (sizes.get(str(f), 0), f)
+    top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+    return [(n, f) for n, (_, f) in top]
+
+
+def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cache_dir: Path = Path("runs/lab_cache")):
     """(probes, gallery pairs): LFW validation probes (+ celeba-wild ones), gallery of every
     validation identity with ≥ 2 photos plus distractors up to ``gallery_size`` identities."""
     from nullswap_sdk.evaluation import datasets
@@ -101,6 +124,16 @@ def lab_sets(n_faces: int, n_wild: int, gallery_size: int):
         wg, wp = datasets.identification_sets(wild, max_identities=n_wild)
         gallery += [(f"wild-{n}", p) for n, p in wg]
         probe_pairs += [(f"wild-{n}", p) for n, p in wp]
+    if n_large:  # large faces, where an upsampled perturbation shows as bands
+        wild = datasets.celeba_wild_identities()
+        taken = {str(p) for _, p in probe_pairs}
+        for n, p in _largest_faces(wild, n_large, cache_dir):
+            if str(p) in taken:
+                continue
+            probe_pairs.append((f"wild-{n}", p))
+            other = [f for f in sorted(wild[n]) if f != p]
+            if other and (f"wild-{n}", other[0]) not in gallery:
+                gallery.append((f"wild-{n}", other[0]))
     return [Probe(n, p) for n, p in probe_pairs], gallery
 
 
@@ -215,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the ad-hoc model")
     ap.add_argument("--strength", type=float, default=1.0)
     ap.add_argument("--faces", type=int, default=20, help="LFW validation probes (default 20)")
-    ap.add_argument("--wild", type=int, default=0, help="celeba-wild probes (large faces) too")
+    ap.add_argument("--wild", type=int, default=0, help="celeba-wild probes (unaligned photos) too")
+    ap.add_argument("--large", type=int, default=0, help="celeba-wild photos with the largest faces (≥ 400 px) too")
     ap.add_argument("--gallery", type=int, default=560, help="gallery identities (default 560, ≥ 500)")
     ap.add_argument("--loo", action="store_true", help="also attack with two surrogates, measure the third")
     ap.add_argument("--pictures", action="store_true", help="save the cloaked probes (PNG) under OUT/NAME/")
@@ -259,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         available = available_recognisers()
         if not any(r in available for r in VALIDATION):
             print("warning: faceres not found: only left-out surrogates measure transfer", file=sys.stderr)
-        probes, pairs = lab_sets(args.faces, args.wild, args.gallery)
+        probes, pairs = lab_sets(args.faces, args.wild, args.gallery, args.large)
         out = Path(args.out)
         gallery = load_gallery(pairs, available, Path("runs/lab_cache"))
         for name, recipe in todo.items():
