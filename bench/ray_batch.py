@@ -65,7 +65,7 @@ def _in_cluster(src: Path, out: Path, workers: int) -> dict:
     from nullswap_sdk.distributed.run import run_batch
 
     fs, root = filesystem(str(src))
-    items = mirror_items(list_images(fs, root)[0], root, str(out), same_fs=True, in_uri=str(src), out_uri=str(out))
+    items = mirror_items(list_images(fs, root)[0], root, str(out), same_fs=True, in_uri=str(src))
     stamps: list[float] = []
     report = run_batch(items, BatchConfig(workers=workers), on_outcome=lambda o: stamps.append(time.perf_counter()))
     assert report.ok and len(stamps) == len(items), report.summary()

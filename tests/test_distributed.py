@@ -106,7 +106,7 @@ def test_cloak_dataset_survives_a_worker_crash_and_resumes(ray_cluster, tmp_path
     fs, root = filesystem(str(tmp_path / "in"))
     out = str(tmp_path / "out")
     items = mirror_items(list_images(fs, root)[0], root, os.path.abspath(out), same_fs=True,
-                         in_uri=str(tmp_path / "in"), out_uri=out)
+                         in_uri=str(tmp_path / "in"))
     config = BatchConfig(workers=2, batch_size=4)
     report = run_batch(items, config, worker_cls=CrashOnce)
     assert marker.exists(), "the crash was not injected"

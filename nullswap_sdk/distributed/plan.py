@@ -63,7 +63,7 @@ def list_images(fs, root: str) -> tuple[list[str], str]:
 
 
 def mirror_items(files: list[str], in_root: str, out_root: str, *, same_fs: bool,
-                 in_uri: str, out_uri: str) -> list[BatchItem]:
+                 in_uri: str) -> list[BatchItem]:
     """Each file's output below ``out_root``; files inside ``out_root`` (an earlier run's
     outputs, when the output folder lies inside the input folder) are left out."""
     items = []

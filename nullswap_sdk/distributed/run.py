@@ -173,7 +173,7 @@ def cloak_dataset(src: str, dst: str, *, config: BatchConfig | None = None, addr
     out_fs, out_path = filesystem(dst)
     files, root = list_images(in_fs, in_path)
     same_fs = in_fs.type_name == out_fs.type_name
-    items = mirror_items(files, root, out_path, same_fs=same_fs, in_uri=src, out_uri=dst)
+    items = mirror_items(files, root, out_path, same_fs=same_fs, in_uri=src)
     started = connect(address)
     try:
         return run_batch(items, config, in_fs=in_fs, out_fs=out_fs, progress=progress)

@@ -62,14 +62,18 @@ def build(args: Mapping[str, str]):
     kinds = {f.name: f.type for f in dataclasses.fields(ServeConfig)}
     args = dict(args)
     layout = {k: args.pop(k) for k in ("replicas", "max_replicas", "gpus_per_replica") if k in args}
-    unknown = sorted(set(args) - set(kinds) - {"api_key", "overrides", "load_in_background"})
+    settable = sorted(set(kinds) - {"api_key", "overrides", "load_in_background"})
+    unknown = sorted(set(args) - set(settable))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}", hint=f"known: {sorted(kinds)} and replicas, max_replicas")
+        raise ConfigError(f"unknown setting(s) {unknown}",
+                          hint=f"known: {settable} and replicas, max_replicas, gpus_per_replica")
     fields: dict[str, Any] = {}
     for k, v in args.items():
-        t = str(kinds[k])
-        fields[k] = (int(v) if t.startswith("int") else float(v) if t.startswith("float") or "float" in t
-                     else v)
+        t = str(kinds[k])  # annotations are strings here: "int", "float | None", "str | None"
+        try:
+            fields[k] = int(v) if t.startswith("int") else float(v) if "float" in t else str(v)
+        except ValueError:
+            raise ConfigError(f"{k}={v!r} is not a valid {t}") from None
     config = ServeConfig(api_key=ServeConfig.api_key_from_env(), **fields)
     return deployment(config, replicas=int(layout.get("replicas", 1)),
                       max_replicas=int(layout["max_replicas"]) if "max_replicas" in layout else None,
