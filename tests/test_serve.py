@@ -221,6 +221,39 @@ def test_request_timeout_is_503_json(lfw_rgb):
         assert client.get("/readyz").status_code == 200
 
 
+def test_a_model_that_fails_to_load_is_reported_not_served(lfw_rgb):
+    """Alive (/healthz 200) but never ready: /readyz and /v1/cloak answer 503 JSON with why."""
+    import uvicorn
+
+    from nullswap_sdk.serve.server import uvicorn_config
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn_config(ServeConfig(model="no-such-model"), "127.0.0.1",
+                                           sock.getsockname()[1], log_level="critical"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                try:
+                    ready = client.get("/readyz")
+                    if "failed to load" in ready.text:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+            assert ready.status_code == 503 and "no-such-model" in ready.json()["error"]
+            assert client.get("/healthz").status_code == 200
+            r = _post(client, _encode(lfw_rgb, "JPEG"))
+            assert r.status_code == 503 and "failed to load" in r.json()["error"]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
 def _admitted(client) -> bool:
     try:
         text = client.get("/metrics").text
