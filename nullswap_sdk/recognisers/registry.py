@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 Normalisation = Literal["raw255", "arcface", "prewhiten"]
-Loader = Literal["onnx-torch", "facenet-pb"]
+Loader = Literal["onnx-torch", "facenet-pb", "facenet-keras-h5"]
 Role = Literal["whitebox", "validation"]
 
 
@@ -126,6 +126,10 @@ def resolve_file(cfg: RecogniserConfig) -> Path:
     return path
 
 
+# Optional modules a loader needs beyond the core dependencies (h5py is in the [dev] extra).
+_LOADER_MODULES = {"facenet-keras-h5": "h5py"}
+
+
 def available_recognisers() -> tuple[str, ...]:
     """Every registered recogniser whose file can be found here (user-supplied ones may not);
     each one left out is logged with the reason."""
@@ -135,9 +139,15 @@ def available_recognisers() -> tuple[str, ...]:
     for name, cfg in sorted(RECOGNISERS.items()):
         try:
             resolve_file(cfg)
-            names.append(name)
         except ModelError as e:
             logging.getLogger("nullswap").warning("recogniser %s skipped: %s", name, e.message)
+            continue
+        module = _LOADER_MODULES.get(cfg.loader)
+        if module is not None and importlib.util.find_spec(module) is None:
+            logging.getLogger("nullswap").warning("recogniser %s skipped: its loader needs %s (pip install %s)",
+                                                  name, module, module)
+            continue
+        names.append(name)
     return tuple(names)
 
 
