@@ -17,7 +17,8 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="replicate"), 2 * r + 1, stride=1)
+    # Border windows average only the pixels inside (no Pad op: one AveragePool in ONNX).
+    return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
 
 
 def default_radius(size: int) -> int:
@@ -42,7 +43,7 @@ def texture_weight(x: torch.Tensor, power: float = 1.0, lo: float = 0.3, hi: flo
     y = (x * w).sum(1, keepdim=True)
     m1, m2 = _box(y, r), _box(y * y, r)
     std = (m2 - m1 * m1).clamp_min(0).sqrt()
-    t = (std + floor) ** power
+    t = std + floor if power == 1 else (std + floor) ** power
     m = mask if mask is not None else torch.ones_like(t)
     t = t / ((t * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6))
     return t.clamp(lo, hi)
