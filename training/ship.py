@@ -33,7 +33,7 @@ The NullSwap cloaking network (Wang et al., ICCV 2025, arXiv 2503.18678) as buil
 | architecture | Identity Extraction → Perturbation Block (learnable adaptive noise) ∥ Feature Block → Cloaking Block (learnable γ fusion); deep branches at {q}×{q}, full-resolution tail |
 | working crop | template `{template}` resized to {size}×{size}; perturbation upsampled to the 256-px crop and pasted back at native resolution |
 | size | {params:,} parameters, {gflop:.3f} GFLOP per face, {kb} KB of weights |
-| output bound | L∞ ≤ {eps} grey levels, crop PSNR ≥ {psnr_floor} dB (per-image cap), feathered mask |
+| output bound | {bound}, crop PSNR ≥ {psnr_floor} dB (per-image cap), feathered mask |
 | training steps | {step} (batch {batch}){history} |
 | hardware | {hardware} |
 | recognisers in the loss | {recognisers} (white-box), balanced by Dynamic Loss Weighting (α={alpha}, γ={gamma}/epoch, k={k}, mode `{dlw_mode}`) |
@@ -80,6 +80,20 @@ face-swap model.
 """
 
 
+def _lab_summary(path: Path) -> str:
+    """One transfer-lab report (training/lab.py): face-box quality and the black-box rows."""
+    rep = json.loads(path.read_text())
+    q = rep["quality"]
+    lines = [f"\nTransfer lab `{path.name}` ({rep['probes']} probes, {rep['gallery']}-identity gallery): face box "
+             f"{q['psnr_face']:.2f} dB / SSIM {q['ssim_face']:.4f} / SSIM at 256 px {q['ssim_face256']:.4f}.\n",
+             "| recogniser (never in the loss) | cosine | Top-1 (clean) | kept after JPEG q75 | kept after resize ×0.5 |",
+             "|---|---|---|---|---|"]
+    for r, b in rep["blackbox"].items():
+        lines.append(f"| {r} | {b['cosine']:.3f} | {b['top1']:.2f} ({b['top1_clean']:.2f}) | "
+                     f"{b['kept_jpeg75']['cos']} | {b['kept_resize0.5']['cos']} |")
+    return "\n".join(lines) + "\n"
+
+
 def _photo_summary(path: Path) -> str:
     """A Markdown table of one eval report: quality, then cosine / Top-1 (clean) per recogniser."""
     rep = json.loads(path.read_text())
@@ -104,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hardware", default="2-core shared CPU, 1 thread (no GPU lent)")
     ap.add_argument("--photo-report", action="append", default=[], metavar="JSON",
                     help="an `nullswap eval` report of these weights to summarise in the card (repeatable)")
+    ap.add_argument("--lab-report", action="append", default=[], metavar="JSON",
+                    help="a `python -m training.lab` report of these weights to summarise in the card (repeatable)")
     ap.add_argument("--description", default="NullSwap feed-forward cloaking network (default)")
     args = ap.parse_args(argv)
 
@@ -117,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     sha = sha256_file(dst)
 
     photo = "".join(_photo_summary(Path(p)) for p in args.photo_report)
+    photo += "".join(_lab_summary(Path(p)) for p in args.lab_report)
     history = ""
+    if (run / "init.json").is_file():  # started from another network's weights (--init-from)
+        init = json.loads((run / "init.json").read_text())
+        adapted = f", {', '.join(init['adapted'])} adapted" if init["adapted"] else ""
+        history = f"; started from `{Path(init['from']).name}` (`--init-from`: {init['copied']} tensors copied{adapted})"
     if (run / "fork.json").is_file():  # continued from another run under a changed config
         fork = json.loads((run / "fork.json").read_text())
         old = json.loads((Path(fork["from"]).parent / "config.json").read_text())
@@ -132,7 +153,13 @@ def main(argv: list[str] | None = None) -> int:
             role = "white-box" if r in cfg["recognisers"] else "never in the loss"
             rows.append(f"| {r} | {role} | {float(meta[f'val_cos_{r}']):.3f} | {float(meta[f'val_cos_{r}_jpeg75']):.3f} |")
     net, eot, dlw, loss, data = cfg["network"], cfg["eot"], cfg["dlw"], cfg["loss"], cfg["data"]
-    card = CARD.format(
+    bound = f"L∞ ≤ {net['eps']} grey levels"
+    if net.get("texture"):
+        bound = (f"L∞ ≤ {net['eps']} grey levels × a texture weight in [0.3, 3] (texture power {net['texture']}: "
+                 "the bound moves from flat skin to textured regions)")
+    if net.get("luminance"):
+        bound = "one luminance perturbation for R, G and B; " + bound
+    card = CARD.format(bound=bound, 
         name=args.name, file=dst.name, sha256=sha, history=history, photo=photo, q=net["size"] // 4, template=net["template"], size=net["size"],
         params=count_params(model), gflop=count_flops(model, net["size"]) / 1e9, kb=dst.stat().st_size // 1024,
         eps=net["eps"], psnr_floor=net["psnr_floor"], step=step, batch=cfg["batch_size"], hardware=args.hardware,
