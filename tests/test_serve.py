@@ -127,6 +127,10 @@ def test_png_with_alpha_and_format_query(service, cloaker, lfw_rgb):
     r = _post(service, data, "image/png", "?format=webp&quality=90&strength=0.5")
     assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
     assert json.loads(r.headers["x-nullswap-report"])[0]["strength"] == 0.5
+    r = _post(service, data, "image/png", "?level=high")
+    from nullswap_sdk.levels import LEVELS
+
+    assert r.status_code == 200 and json.loads(r.headers["x-nullswap-report"])[0]["strength"] == LEVELS["high"].strength
 
 
 def _animated_gif() -> bytes:
@@ -139,7 +143,8 @@ def _animated_gif() -> bytes:
 @pytest.mark.parametrize("case, status", [
     ("corrupt", 400), ("truncated", 400), ("empty", 400), ("not-an-image", 400),
     ("wrong-content-type", 415), ("no-content-type", 415), ("oversize", 413), ("oversize-chunked", 413),
-    ("bomb", 413), ("animated", 422), ("bad-strength", 422), ("bad-format", 422), ("no-such-route", 404),
+    ("bomb", 413), ("animated", 422), ("bad-strength", 422), ("bad-format", 422), ("bad-level", 422),
+    ("level-and-strength", 422), ("no-such-route", 404),
     ("wrong-method", 405),
 ])
 def test_bad_requests_get_4xx_json_with_a_hint(service, lfw_rgb, case, status):
@@ -159,6 +164,8 @@ def test_bad_requests_get_4xx_json_with_a_hint(service, lfw_rgb, case, status):
         "animated": lambda: _post(service, _animated_gif(), "image/gif"),
         "bad-strength": lambda: _post(service, jpeg, query="?strength=9"),
         "bad-format": lambda: _post(service, jpeg, query="?format=gif"),
+        "bad-level": lambda: _post(service, jpeg, query="?level=max"),
+        "level-and-strength": lambda: _post(service, jpeg, query="?level=low&strength=1"),
         "no-such-route": lambda: service.get("/v2/nothing"),
         "wrong-method": lambda: service.get("/v1/cloak"),
     }

@@ -21,7 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from ..errors import NullSwapError
+from ..errors import ConfigError, NullSwapError
+from ..levels import get_level
 from .config import ServeConfig
 from .errors import (
     PayloadTooLargeError,
@@ -36,7 +37,7 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("nullswap.serve")
 
-_QUERY_HINT = "strength 0..4, format jpeg|png|webp|tiff|bmp (default: the upload's), quality 1..100"
+_QUERY_HINT = "level low|mid|high or strength 0..4 (not both), format jpeg|png|webp|tiff|bmp (default: the upload's), quality 1..100"
 _ROUTES_HINT = "POST /v1/cloak (raw image bytes), GET /healthz, GET /readyz, GET /metrics"
 
 
@@ -130,6 +131,8 @@ def create_app(config: ServeConfig | None = None):
     @app.post("/v1/cloak", responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
     async def cloak(request: Request,
                     strength: float | None = Query(None, ge=0, le=4, description="perturbation scale (1.0)"),
+                    level: Literal["low", "mid", "high"] | None = Query(
+                        None, description="protection level: a measured strength (README 'Protection levels')"),
                     format: Literal["jpeg", "jpg", "png", "webp", "tiff", "bmp"] | None = Query(
                         None, description="output format (default: the upload's; GIF becomes PNG)"),
                     quality: int | None = Query(None, ge=1, le=100, description="JPEG/WebP quality")):
@@ -142,6 +145,10 @@ def create_app(config: ServeConfig | None = None):
 
         deadline = time.monotonic() + config.timeout_s
         _check_key(request, config.api_key)
+        if level is not None:
+            if strength is not None:
+                raise ConfigError("both level and strength given", hint=_QUERY_HINT)
+            strength = get_level(level).strength
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if not media.startswith("image/"):
             raise UnsupportedMediaTypeError(f"Content-Type {media or '(none)'!r} is not an image type")
