@@ -14,7 +14,6 @@ box is shared. Per-stage CPU costs (the projection's inputs): bench/stage_costs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -24,6 +23,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _record import emit  # bench/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("NULLSWAP_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -85,7 +86,7 @@ def main() -> int:
                  "python": platform.python_version(), "load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        files = _tree(tmp / "in", args.photos)
+        _tree(tmp / "in", args.photos)
         rec["cli_single"] = _cli([str(tmp / "in"), "-o", str(tmp / "single")])
         for w in (1, 2):
             rec[f"cli_ray_{w}_workers"] = _cli(["--ray", "local", "--workers", str(w), str(tmp / "in"),
@@ -104,12 +105,7 @@ def main() -> int:
             ray.shutdown()
         for k in ("cli_single", "cli_ray_1_workers", "cli_ray_2_workers"):
             rec[k]["photos_per_s"] = round(args.photos / rec[k]["wall_s"], 1)
-    rec["load_after"] = os.getloadavg()
-    text = json.dumps(rec, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(rec, args.out)
     return 0
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
@@ -23,6 +22,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from _record import emit  # bench/ is on sys.path when a script here runs
 
 import httpx
 
@@ -117,16 +118,12 @@ def main() -> int:
                "seconds": args.seconds, "server_workers": args.workers, "load_before": os.getloadavg()}
         rec.update(asyncio.run(_load(base, body, ctype, args.clients, args.seconds, server.pid)))
         rec["rss_mib_start"], rec["rss_mib_end"] = round(rss_start), round(_rss_mib(server.pid))
-        rec["load_after"] = os.getloadavg()
+        load = os.getloadavg()  # while the server still ran
     finally:
         server.send_signal(signal.SIGTERM)
         rc = server.wait(60)
-    rec["server_exit"] = rc
-    text = json.dumps(rec, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    rec["server_exit"], rec["load_after"] = rc, load
+    emit(rec, args.out)
     return 0
 
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _record import emit  # bench/ is on sys.path when a script here runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -79,12 +80,7 @@ def main() -> int:
             row["cpu_total"] = round(row["decode"] + row["cloak"] + row["encode"], 2)
             row["cpu_without_network"] = round(row["cpu_total"] - row["faces"] * row["network_per_face"], 2)
             rec["photos"][name] = row
-    rec["load_after"] = os.getloadavg()
-    text = json.dumps(rec, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(rec, args.out)
     return 0
 
 
