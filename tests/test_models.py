@@ -52,15 +52,18 @@ def test_unknown_model_names_the_shipped_ones():
 
 def test_default_cloaker_is_the_shipped_network(lfw_rgb):
     from nullswap_sdk import Cloaker
+    from nullswap_sdk.cloakers.texture import TEXTURE_MAX
 
     with Cloaker.from_pretrained() as c:
         assert c.method.name == "nullswap-net"
         out, faces = c.cloak(lfw_rgb, return_faces=True)
         again = c.cloak(lfw_rgb)
     assert out.shape == lfw_rgb.shape and out.dtype == np.uint8
-    assert len(faces) == 1 and faces[0].linf <= 8.0 + 1e-3
+    cfg = c.method.model.cfg
+    bound = cfg.eps * (TEXTURE_MAX if cfg.texture else 1.0)  # a texture-weighted bound reaches 3x eps
+    assert len(faces) == 1 and faces[0].linf <= bound + 1e-3
     assert np.array_equal(out, again)  # deterministic
-    assert 0 < np.abs(out.astype(int) - lfw_rgb).max() <= 9  # changed, within L∞ 8 (+ rounding)
+    assert 0 < np.abs(out.astype(int) - lfw_rgb).max() <= bound + 1  # changed, within L∞ (+ rounding)
 
 
 def test_from_pretrained_sets_strength_and_detector_floor():

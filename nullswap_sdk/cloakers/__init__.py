@@ -48,12 +48,20 @@ METHODS: dict[str, tuple[Callable[..., CloakMethod], str]] = {
 
 
 def list_methods() -> list[str]:
-    return sorted(METHODS)
+    from ..models import shipped_models
+
+    return sorted(set(METHODS) | set(shipped_models()))
 
 
 def build_method(name: str, **overrides) -> CloakMethod:
-    try:
-        factory, _ = METHODS[name]
-    except KeyError:
-        raise ModelNotFoundError(f"unknown cloaking model {name!r}", hint=f"choose one of {list_methods()}") from None
+    if name not in METHODS:
+        from ..models import shipped_models
+
+        if name in shipped_models():  # an older shipped network kept by name (e.g. nullswap-net-v1)
+            from ..models import shipped_weights
+            from ..network.cloaker import NetworkCloaker
+
+            return NetworkCloaker(shipped_weights(name), **overrides)
+        raise ModelNotFoundError(f"unknown cloaking model {name!r}", hint=f"choose one of {list_methods()}")
+    factory, _ = METHODS[name]
     return factory(**overrides)

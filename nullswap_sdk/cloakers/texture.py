@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["texture_weight", "default_radius"]
+__all__ = ["texture_weight", "default_radius", "TEXTURE_MAX"]
 
 _LUMA = (0.299, 0.587, 0.114)
+TEXTURE_MAX = 3.0  # largest weight: a texture-weighted bound reaches at most 3x its flat value
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -27,7 +28,7 @@ def default_radius(size: int) -> int:
     return max(1, round(size / 64))
 
 
-def texture_weight(x: torch.Tensor, power: float = 1.0, lo: float = 0.3, hi: float = 3.0,
+def texture_weight(x: torch.Tensor, power: float = 1.0, lo: float = 0.3, hi: float = TEXTURE_MAX,
                    radius: int | None = None, floor: float = 2.0,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 1, H, W) weight of float (B, 3, H, W) RGB [0, 255]: (local luminance std + floor)
