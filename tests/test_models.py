@@ -58,8 +58,8 @@ def test_default_cloaker_is_the_shipped_network(lfw_rgb):
         assert c.method.name == "nullswap-net"
         out, faces = c.cloak(lfw_rgb, return_faces=True)
         again = c.cloak(lfw_rgb)
+        cfg = c.method.model.cfg
     assert out.shape == lfw_rgb.shape and out.dtype == np.uint8
-    cfg = c.method.model.cfg
     bound = cfg.eps * (TEXTURE_MAX if cfg.texture else 1.0)  # a texture-weighted bound reaches 3x eps
     assert len(faces) == 1 and faces[0].linf <= bound + 1e-3
     assert np.array_equal(out, again)  # deterministic
