@@ -73,7 +73,13 @@ def test_triton_kernels_refuse_variants_they_do_not_implement():
     assert e.value.hint
 
 
-def test_bad_texture_is_a_config_error():
+@pytest.mark.parametrize("bad", [{"jpeg_p": 1.5}, {"jpeg_quality": (90, 50)}, {"texture": -1.0}, {"grad_blur": -1}])
+def test_bad_levers_are_config_errors(bad):
+    from nullswap_sdk.cloakers.pgd import PGDConfig
+
+    with pytest.raises(ConfigError) as e:
+        PGDConfig(**bad)
+    assert e.value.hint
     with pytest.raises(ConfigError):
         NetworkConfig(texture=-1.0)
 

@@ -54,6 +54,11 @@ class PGDConfig:
     def __post_init__(self) -> None:
         if self.steps < 1 or self.eps <= 0 or self.psnr_floor <= 0:
             raise ConfigError(f"invalid PGD config: steps={self.steps}, eps={self.eps}, psnr_floor={self.psnr_floor}")
+        lo, hi = self.jpeg_quality
+        if not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0:
+            raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
+                              f"texture={self.texture}, grad_blur={self.grad_blur}",
+                              hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
