@@ -231,7 +231,7 @@ def to_markdown(res: dict) -> str:
     lines = [f"### {res['recipe']}: {res['note']}", "",
              f"{res['probes']} probes, gallery {res['gallery']} identities; face box PSNR {q.get('psnr_face')} / "
              f"SSIM {q.get('ssim_face')} / SSIM@256 {q.get('ssim_face256')}; whole photo {q.get('psnr')} / {q.get('ssim')}",
-             "", "| recogniser (black-box) | attack | cosine | Top-1 (clean) | kept after JPEG q75 (1−cos, Top-1 drop) "
+             "", "| recogniser (black-box) | attack | cosine | Top-1 (clean) | kept after JPEG q75 (share of the cosine drop, of the Top-1 drop) "
                  "| kept after resize ×0.5 |", "|---|---|---|---|---|---|"]
     for r, b in res["blackbox"].items():
         j, z = b["kept_jpeg75"], b["kept_resize0.5"]
