@@ -82,6 +82,11 @@ def ray_cluster():
     """One local Ray cluster (2 CPUs) for the whole test run; skips without the [ray] extra."""
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
+    # A loaded 2-core box can take > 5 s to start Serve's HTTP proxy; the default readiness
+    # check then kills it (seen once in a clean-clone CI run beside a training job). Workers
+    # inherit these from the driver when ray.init starts the local cluster.
+    for var in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
+        os.environ.setdefault(var, "60")
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
