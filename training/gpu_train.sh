@@ -17,7 +17,7 @@
 #                              config.json, train.log, lab/*.md|json or lab_skipped.txt
 #
 # The recipe is training/recipes/current.json (the same file the CPU run uses), started from
-# the shipped weights ($INIT). TINY=1 runs it for 2 steps on the CPU with a tiny batch and a
+# the shipped default network ($INIT). TINY=1 runs it for 2 steps on the CPU with a tiny batch and a
 # 2-probe lab: CI does that (tests/test_gpu_train_script.py) so this script cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ GPU_DIR=${GPU_DIR:-.gpu}      # what `prepare` writes and `run` reads
 CROPS=${CROPS:-6000}          # train crops in the pack (JPEG q92, ~6 KB each)
 MINUTES=${MINUTES:-8.5}       # training wall time; leaves room for start-up, lab and copying back
 RECIPE=${RECIPE:-training/recipes/current.json}
-INIT=${INIT:-nullswap_sdk/models/nullswap_net_v1.safetensors}
+INIT=${INIT:-}                # default: the shipped nullswap-net (manifest), resolved below
 
 if [[ $MODE == prepare ]]; then
     grep -qxF "/$GPU_DIR/" .git/info/exclude 2>/dev/null || echo "/$GPU_DIR/" >> .git/info/exclude
@@ -58,6 +58,7 @@ else
     LIMIT=$(python3 -c "print(int($MINUTES*60))"); LAB_ARGS=(--faces 20 --wild 6)
 fi
 python3 -c "import torch, cv2, safetensors; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+[[ -n $INIT ]] || INIT=$(python3 -c "from nullswap_sdk.models import shipped_weights; print(shipped_weights('nullswap-net'))")
 set +e
 python3 -m training.train --out "$OUTDIR/run" --config "$RECIPE" --init-from "$INIT" --time-limit "$LIMIT" \
     "${RUN_SET[@]}" --set "data.pack=$GPU_DIR/crops" \
