@@ -1,10 +1,10 @@
 """Protection levels: named, measured operating points of the default cloak (as Fawkes offers).
 
 A level is a strength of the shipped network's perturbation. Each one is measured in the
-transfer lab (``python -m training.lab level-low level-mid level-high --wild 6``): face-box
-PSNR/SSIM, black-box Top-1 and cosine, and the same after JPEG q75 and resize ×0.5 — the
-table is in docs/RESULTS.md ("Protection levels") and the README. The figures in the
-descriptions below are from that run (shipped nullswap-net step 1500, 2026-12-01).
+transfer lab (``python -m training.lab level-low level-mid level-high --wild 6 --large 4``):
+face-box PSNR/SSIM, black-box Top-1 and cosine, and the same after JPEG q75 and resize ×0.5 —
+the table is in docs/RESULTS.md ("Protection levels") and the README. The figures in the
+descriptions below are from that run (shipped nullswap-net v3, 2026-12-01).
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ class Level:
 
 
 LEVELS: dict[str, Level] = {
-    "low": Level("low", 0.7, "near-invisible (face box ≈ 41.7 dB); weak protection"),
-    "mid": Level("mid", 1.0, "the trained operating point (face box ≈ 38.7 dB); the default"),
-    "high": Level("high", 1.6, "stronger protection, visible at 2x zoom (face box ≈ 34.6 dB)"),
+    "low": Level("low", 0.7, "near-invisible (face box ≈ 41.1 dB); weak protection"),
+    "mid": Level("mid", 1.0, "the trained operating point (face box ≈ 38.3 dB); the default"),
+    "high": Level("high", 2.0, "stronger protection; shading around brows and eyes visible at full size "
+                               "(face box ≈ 32.6 dB)"),
 }
 DEFAULT_LEVEL = "mid"
 

@@ -56,7 +56,7 @@ def parse_overrides(args) -> dict:
 def add_level_argument(parser) -> None:
     parser.add_argument("--level", choices=["low", "mid", "high"], default=None,
                         help="protection level: a measured strength of the default cloak (low 0.7, "
-                             "mid 1.0 = default, high 1.6; figures in README 'Protection levels'); "
+                             "mid 1.0 = default, high 2.0; figures in README 'Protection levels'); "
                              "not with --strength")
 
 
