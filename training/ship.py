@@ -69,7 +69,7 @@ Crop PSNR {val_psnr:.1f} dB, SSIM {val_ssim:.4f}.
 
 Measured on the shipped file through the full photo path (detect → align → cloak → paste →
 save as JPEG q95 → re-detect → each recogniser's own alignment): see `docs/RESULTS.md`
-(section "NullSwap network"), reproducible with `bash scripts/reproduce_results.sh`.
+(sections "Transfer lab" and "NullSwap network"; lab: `python -m training.lab`).
 {photo}
 ## Limits
 
