@@ -52,9 +52,9 @@ class Cloaker:
     (``nullswap_sdk.levels``); ``strength`` (0..4; "mid" is 1.0) sets the scale directly.
     The strength scales the method's perturbation before it is applied:
     ``cloaked = clip(crop + strength * delta, 0, 255)``. 0 leaves images unchanged; > 1
-    trades image quality for protection. Measured for the shipped network on LFW (20 probes,
-    full photo path; docs/RESULTS.md, "Strength"): face-box PSNR 44.8 / 40.4 / 37.2 / 34.8 dB
-    and FaceNet cosine to the clean photo 0.97 / 0.88 / 0.78 / 0.71 at 0.5 / 1 / 1.5 / 2.
+    trades image quality for protection. Measured for the shipped network (v3) in the transfer
+    lab (30 probes, full photo path; README "Protection levels"): face-box PSNR 41.1 / 38.3 /
+    32.6 dB and cosine of the never-trained-on faceres 0.93 / 0.88 / 0.74 at 0.7 / 1 / 2.
 
     Output is deterministic: the same input and settings give the same bytes. Calls are
     serialised by an internal lock (the detector and torch modules are shared), so one
