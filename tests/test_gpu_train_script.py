@@ -59,3 +59,5 @@ def test_gpu_train_script_tiny_run(tmp_path):
     res = json.loads(report.read_text())
     assert res["probes"] == 2 and res["gallery"] >= 10
     assert "psnr_face" in res["quality"] and res["blackbox"], res
+    # trained on SFace + MobileFaceNet only: FaceNet is measured as black-box, SFace is not
+    assert "facenet" in res["blackbox"] and "sface" not in res["blackbox"], sorted(res["blackbox"])

