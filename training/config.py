@@ -61,6 +61,9 @@ class LossConfig:
     # was 12x the identity term's and shrank the cloak to 46 dB before it could learn a
     # direction. The network's hard PSNR floor bounds quality meanwhile.
     quality_warmup: int = 1000
+    # Surrogate conv dropout (DFANet): rates calibrated per recogniser at start so thinned and
+    # exact embeddings of clean crops agree at this mean cosine; 1.0 = off.
+    dropout_fidelity: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class TrainConfig:
             raise ConfigError(f"loss.adv_mode must be 'lsgan' or 'hinge', got {self.loss.adv_mode!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"steps and batch_size must be ≥ 1, got {self.steps}, {self.batch_size}")
+        if not 0.5 <= self.loss.dropout_fidelity <= 1.0:
+            raise ConfigError(f"loss.dropout_fidelity must be in [0.5, 1], got {self.loss.dropout_fidelity}",
+                              hint="0.9 thins the surrogates gently; 1.0 turns dropout off")
         if not self.recognisers:
             raise ConfigError("at least one white-box recogniser is needed for the identity loss")
         leaked = set(self.recognisers) & set(self.val_recognisers)

@@ -20,6 +20,7 @@ from nullswap_sdk.cloakers.jpeg import jpeg_approx, jpeg_quant_tables
 from nullswap_sdk.errors import ConfigError
 from nullswap_sdk.faces.align import estimate_similarity, warp_affine_torch
 from nullswap_sdk.faces.templates import Template, get_template
+from nullswap_sdk.recognisers.dropout import calibrate_dropout, conv_dropout
 
 from .config import EOTTrainConfig
 
@@ -94,11 +95,33 @@ class IdentityLoss(AlignedEmbedder):
         super().__init__(recognisers, working,
                          EOTConfig(rotate_deg=eot.rotate_deg, scale=eot.scale, shift_px=eot.shift_px))
         self.eot = eot
+        self.drops = [0.0] * len(recognisers)  # surrogate conv dropout rates (see calibrate_dropout)
+
+    @torch.no_grad()
+    def calibrate_dropout(self, x: torch.Tensor, fidelity: float, seed: int = 0) -> list[float]:
+        """Per recogniser, the conv dropout rate at which thinned and exact embeddings of the
+        clean crops ``x`` agree at mean cosine ``fidelity`` (1: dropout off)."""
+        if fidelity >= 1:
+            self.drops = [0.0] * len(self.models)
+            return self.drops
+        refs = self.references(x)
+
+        def at(i: int, p: float) -> float:
+            with conv_dropout(self.models[i], p, torch.Generator().manual_seed(seed)):
+                return float((self.embed(i, x) * refs[i]).sum(1).mean())
+
+        self.drops = [calibrate_dropout(lambda p, i=i: at(i, p), fidelity) for i in range(len(self.models))]
+        return self.drops
 
     def cosines(self, cloaked: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator | None) -> list[torch.Tensor]:
-        """Per recogniser, (B,) cosines of the (degraded, re-aligned) cloaked crops."""
+        """Per recogniser, (B,) cosines of the (degraded, re-aligned) cloaked crops; with ``gen``
+        (training) through thinned surrogates when dropout rates are set."""
         x = eot_degrade(cloaked, self.eot, gen) if gen is not None else cloaked
-        return [(self.embed(i, x, gen) * refs[i]).sum(1) for i in range(len(self.models))]
+        out = []
+        for i, m in enumerate(self.models):
+            with conv_dropout(m, self.drops[i] if gen is not None else 0.0, gen):
+                out.append((self.embed(i, x, gen) * refs[i]).sum(1))
+        return out
 
 
 def _gauss_window(size: int, sigma: float, device, dtype) -> torch.Tensor:

@@ -74,6 +74,10 @@ class Trainer:
         self.steps_per_epoch = cfg.steps_per_epoch or self.sampler.per_epoch
         recs = [_recogniser(n, cfg, dev) for n in cfg.recognisers]
         self.idloss = IdentityLoss(recs, working_template(cfg.network), cfg.eot)
+        if cfg.loss.dropout_fidelity < 1:  # calibrated on fixed training crops: the same on resume
+            probe = torch.from_numpy(np.asarray(train.crops[:16])).permute(0, 3, 1, 2).float().to(dev)
+            drops = self.idloss.calibrate_dropout(probe, cfg.loss.dropout_fidelity, cfg.seed)
+            print(f"[train] surrogate dropout {dict(zip(cfg.recognisers, [round(p, 4) for p in drops]))}", flush=True)
         # Validation recognisers: embeddings only, under no_grad; never touch the loss.
         vnames = [n for n in cfg.val_recognisers if self._available(n)]
         self.val_embedder = AlignedEmbedder([_recogniser(n, cfg, dev) for n in vnames],

@@ -21,6 +21,7 @@ from ..faces.align import estimate_similarity, warp_affine_torch
 from ..faces.paste import feather_mask
 from ..faces.templates import get_template
 from ..recognisers.builtin import WHITEBOX_DEFAULT
+from ..recognisers.dropout import calibrate_dropout, conv_dropout
 from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
 from .eot import EOTConfig, gaussian_blur_torch, jitter_affine, random_degrade
@@ -47,6 +48,9 @@ class PGDConfig:
     jpeg_p: float = 0.0  # probability that an EOT view goes through a differentiable JPEG
     jpeg_quality: tuple[int, int] = (50, 95)
     grad_blur: float = 0.0  # Gaussian σ (px) smoothing the gradient (TI): survives downsampling
+    # Surrogate dropout on conv outputs (recognisers/dropout.py), its rate set per recogniser so
+    # thinned and exact embeddings of the attacked faces agree at this mean cosine; 1: off.
+    dropout_fidelity: float = 1.0
     feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
@@ -55,10 +59,13 @@ class PGDConfig:
         if self.steps < 1 or self.eps <= 0 or self.psnr_floor <= 0:
             raise ConfigError(f"invalid PGD config: steps={self.steps}, eps={self.eps}, psnr_floor={self.psnr_floor}")
         lo, hi = self.jpeg_quality
-        if not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0:
+        if (not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0
+                or not 0.5 <= self.dropout_fidelity <= 1):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
-                              f"texture={self.texture}, grad_blur={self.grad_blur}",
-                              hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0")
+                              f"texture={self.texture}, grad_blur={self.grad_blur}, "
+                              f"dropout_fidelity={self.dropout_fidelity}",
+                              hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0, "
+                                   "dropout_fidelity in [0.5, 1]")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -92,9 +99,11 @@ class PGDCloaker:
         d["eot"] = asdict(self.config.eot)
         return {"method": "pgd", "config": d}
 
-    def _embed(self, k: int, x: torch.Tensor, gen: torch.Generator | None, n_eot: int = 0) -> torch.Tensor:
+    def _embed(self, k: int, x: torch.Tensor, gen: torch.Generator | None, n_eot: int = 0,
+               drop: float = 0.0) -> torch.Tensor:
         """(1 + n_eot, B, D) unit embeddings: the exact alignment, then ``n_eot`` random
-        re-alignments + degradations, all in one forward pass of recogniser ``k``."""
+        re-alignments + degradations, all in one forward pass of recogniser ``k`` (thinned by
+        conv dropout ``drop``)."""
         m, A = self._models[k], self._affines[k]
         s, B = m.cfg.input_size, x.shape[0]
         A = A.to(x.device).expand(B, 2, 3)
@@ -110,13 +119,28 @@ class PGDCloaker:
                 xr = jpeg_approx(xr, q.tolist(), offset=(off[0], off[1]))
             Aj = jitter_affine(A.repeat(n_eot, 1, 1), (s - 1) / 2, c.eot, gen)
             views.append(random_degrade(warp_affine_torch(xr, Aj, (s, s)), c.eot, gen).clamp(0, 255))
-        e = F.normalize(m(torch.cat(views, 0)), dim=1)
+        with conv_dropout(m, drop, gen):
+            e = F.normalize(m(torch.cat(views, 0)), dim=1)
         return e.reshape(1 + n_eot, B, -1)
 
-    def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator,
+              drops: list[float] | None = None) -> torch.Tensor:
         """Mean identity cosine over recognisers and views, per sample (B,)."""
-        terms = [(self._embed(k, x, gen, self.config.eot_samples) * ref).sum(2).mean(0) for k, ref in enumerate(refs)]
+        drops = drops or [0.0] * len(refs)
+        terms = [(self._embed(k, x, gen, self.config.eot_samples, drops[k]) * ref).sum(2).mean(0)
+                 for k, ref in enumerate(refs)]
         return torch.stack(terms, 0).mean(0)
+
+    def _dropout_rate(self, k: int, x: torch.Tensor, ref: torch.Tensor) -> float:
+        """Surrogate ``k``'s conv dropout rate for ``dropout_fidelity`` on these faces (0 when off)."""
+        if self.config.dropout_fidelity >= 1:
+            return 0.0
+
+        def fidelity(p: float) -> float:
+            g = torch.Generator().manual_seed(self.config.seed)  # the same masks for every p
+            return float((self._embed(k, x, g, 0, p)[0] * ref).sum(1).mean())
+
+        return calibrate_dropout(fidelity, self.config.dropout_fidelity)
 
     def perturb(self, crops: np.ndarray) -> np.ndarray:
         c = self.config
@@ -131,6 +155,7 @@ class PGDCloaker:
         mask = self._mask.to(x.device)
         with torch.no_grad():
             refs = [self._embed(k, x, None)[0] for k in range(len(self._models))]
+            drops = [self._dropout_rate(k, x, ref) for k, ref in enumerate(refs)]
         step = c.step_size or 2.5 * c.eps / c.steps
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
         # ``delta`` is the applied perturbation; the feather mask scales its per-pixel
@@ -146,9 +171,12 @@ class PGDCloaker:
         best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
         for it in range(c.steps + 1):
             delta.requires_grad_(it < c.steps)
-            loss = self._loss(x + delta.expand_as(x), refs, gen)
+            # Thinned surrogates steer the steps; the final iterate is scored on the exact ones.
+            loss = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None)
             with torch.no_grad():
-                improved = loss.detach() < best_loss
+                # Thinned losses are noisy: with dropout only the exact final score selects.
+                improved = loss.detach() < best_loss if (not any(drops) or it == c.steps) else \
+                    torch.zeros_like(best_loss, dtype=torch.bool)
                 best[improved] = delta.detach()[improved]
                 best_loss = torch.where(improved, loss.detach(), best_loss)
             if it == c.steps:
@@ -165,7 +193,7 @@ class PGDCloaker:
                 delta = delta.clamp(lo, hi) if c.luminance else (x + delta).clamp(0, 255) - x
                 delta = _project_psnr(delta, max_mse)
         out = best.expand_as(x)
-        self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist()}
+        self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 

@@ -1,0 +1,150 @@
+"""Surrogate dropout (recognisers/dropout.py): conv outputs thinned inside both kinds of
+surrogate module, restored afterwards, reproducible, rate calibrated to a fidelity target;
+wired into PGD and the training loss."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nullswap_sdk.errors import ConfigError
+from nullswap_sdk.recognisers.dropout import calibrate_dropout, conv_dropout
+
+
+def _conv_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.ReLU(), nn.Conv2d(8, 4, 3, bias=False), nn.Flatten())
+
+
+def _onnx_conv_graph():
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from nullswap_sdk.recognisers.onnx_torch import OnnxGraphModule, _build
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((2, 6, 1, 1)).astype(np.float32), "w2")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["b"]),
+         helper.make_node("Conv", ["b", "w2"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 9, 7])], [w1, w2])
+    m = _build(g, "synthetic")
+    assert isinstance(m, OnnxGraphModule)
+    return m
+
+
+@pytest.mark.parametrize("make", [_conv_net, _onnx_conv_graph], ids=["torch-conv2d", "onnx-graph"])
+def test_dropout_thins_reproducibly_and_restores(make):
+    net = make()
+    x = torch.rand(3, 3, 9, 7) * 255  # odd spatial shape on purpose
+    with torch.no_grad():
+        exact = net(x)
+        with conv_dropout(net, 0.0):
+            assert torch.equal(net(x), exact)
+        with conv_dropout(net, 0.2, torch.Generator().manual_seed(5)):
+            a = net(x)
+        with conv_dropout(net, 0.2, torch.Generator().manual_seed(5)):
+            b = net(x)
+        with conv_dropout(net, 0.2, torch.Generator().manual_seed(6)):
+            c = net(x)
+        assert torch.equal(a, b) and not torch.equal(a, c) and not torch.allclose(a, exact)
+        assert torch.equal(net(x), exact)  # hooks removed
+        with pytest.raises(RuntimeError), conv_dropout(net, 0.2):
+            raise RuntimeError("boom")
+        assert torch.equal(net(x), exact)  # ... also after an exception
+
+
+def test_dropout_keeps_the_expected_activation():
+    """Inverted dropout: a linear (bias-free, no-ReLU) conv keeps its mean output."""
+    torch.manual_seed(1)
+    net = nn.Conv2d(3, 16, 3, bias=False)
+    x = torch.rand(8, 3, 33, 31)
+    with torch.no_grad():
+        exact = net(x).mean()
+        with conv_dropout(net, 0.3, torch.Generator().manual_seed(0)):
+            thinned = net(x).mean()
+    assert abs(float(thinned / exact) - 1) < 0.02
+
+
+def test_dropout_rejects_bad_rates_and_convless_models():
+    with pytest.raises(ConfigError):
+        with conv_dropout(_conv_net(), 0.7):
+            pass
+    with pytest.raises(ConfigError, match="no convolution"):
+        with conv_dropout(nn.Linear(3, 3), 0.1):
+            pass
+
+
+def test_calibration_bisects_to_the_target():
+    fidelity = lambda p: math.exp(-10 * p)  # noqa: E731 - the known monotone response
+    p = calibrate_dropout(fidelity, 0.8, iters=20)
+    assert fidelity(p) >= 0.8 and p == pytest.approx(math.log(1 / 0.8) / 10, rel=1e-3)
+    assert calibrate_dropout(lambda p: 0.99, 0.9) == 0.5  # insensitive model: the maximum rate
+    with pytest.raises(ConfigError):
+        calibrate_dropout(fidelity, 1.0)
+
+
+def test_pgd_config_validates_fidelity():
+    from nullswap_sdk.cloakers.pgd import PGDConfig
+
+    for bad in (0.3, 1.2):
+        with pytest.raises(ConfigError, match="dropout_fidelity"):
+            PGDConfig(dropout_fidelity=bad)
+
+
+def test_real_surrogates_calibrate_to_fidelity():
+    """On face-like input the calibrated rates differ per recogniser and hit the target."""
+    from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
+    from nullswap_sdk.errors import ModelNotFoundError
+
+    try:
+        pgd = PGDCloaker(PGDConfig(steps=1, recognisers=("sface", "facenet"), dropout_fidelity=0.9))
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
+    from tests.test_recognisers_onnx import lfw_faces
+
+    x = torch.nn.functional.interpolate(torch.from_numpy(lfw_faces(128)), size=(256, 256), mode="bilinear")
+    with torch.no_grad():
+        refs = [pgd._embed(k, x, None)[0] for k in range(2)]
+        rates = [pgd._dropout_rate(k, x, r) for k, r in enumerate(refs)]
+        for k, (r, p) in enumerate(zip(refs, rates)):
+            fid = float((pgd._embed(k, x, torch.Generator().manual_seed(0), 0, p)[0] * r).sum(1).mean())
+            assert 0.85 <= fid <= 0.95, (k, p, fid)
+    assert 0 < min(rates) and max(rates) > 2 * min(rates)  # FaceNet tolerates far more than SFace
+
+
+def test_training_loss_uses_and_skips_dropout():
+    """Rates calibrate on clean crops; training cosines (with a generator) go through thinned
+    surrogates, validation cosines (without) through the exact ones."""
+    from nullswap_sdk.errors import ModelNotFoundError
+    from nullswap_sdk.network import NetworkConfig
+    from nullswap_sdk.network.model import working_template
+    from nullswap_sdk.recognisers.model import load_recogniser
+    from training.config import EOTTrainConfig, LossConfig, TrainConfig
+    from training.losses import IdentityLoss
+
+    with pytest.raises(ConfigError, match="dropout_fidelity"):
+        TrainConfig(loss=LossConfig(dropout_fidelity=0.2))
+    try:
+        rec = load_recogniser("facenet")
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
+    from tests.test_recognisers_onnx import lfw_faces
+
+    x = torch.from_numpy(lfw_faces(128))
+    loss = IdentityLoss([rec], working_template(NetworkConfig()), EOTTrainConfig(p_degrade=0.0))
+    assert loss.calibrate_dropout(x, 1.0) == [0.0]
+    with torch.no_grad():
+        refs = loss.references(x)
+        exact = loss.cosines(x, refs, torch.Generator().manual_seed(3))[0]
+        (p,) = loss.calibrate_dropout(x, 0.9)
+        thinned = loss.cosines(x, refs, torch.Generator().manual_seed(3))[0]
+        val = loss.cosines(x, refs, None)[0]
+    assert 0 < p <= 0.5 and float(thinned.mean()) < float(exact.mean()) - 0.03
+    assert torch.allclose(val, torch.ones_like(val), atol=1e-4)
