@@ -96,6 +96,9 @@ def test_pgd_config_validates_fidelity():
     for bad in (0.3, 1.2):
         with pytest.raises(ConfigError, match="dropout_fidelity"):
             PGDConfig(dropout_fidelity=bad)
+    for bad in ({"feature_weight": -1.0}, {"feature_depth": 1.5}):
+        with pytest.raises(ConfigError, match="feature_"):
+            PGDConfig(**bad)
 
 
 def test_real_surrogates_calibrate_to_fidelity():
@@ -148,3 +151,27 @@ def test_training_loss_uses_and_skips_dropout():
         val = loss.cosines(x, refs, None)[0]
     assert 0 < p <= 0.5 and float(thinned.mean()) < float(exact.mean()) - 0.03
     assert torch.allclose(val, torch.ones_like(val), atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [_conv_net, _onnx_conv_graph], ids=["torch-conv2d", "onnx-graph"])
+def test_feature_tap_reads_the_chosen_conv_beside_dropout(make):
+    from nullswap_sdk.recognisers.taps import feature_tap
+
+    net = make()
+    x = torch.rand(2, 3, 9, 7) * 255
+    first = net[0] if isinstance(net, nn.Sequential) else None
+    with torch.no_grad():
+        exact = net(x)
+        with feature_tap(net, 0.0) as got:
+            net(x)
+            net(x)
+        assert len(got) == 2 and torch.equal(got[0], got[1]) and got[0].shape[:2] == (2, first.out_channels if first else 6)
+        if first is not None:
+            assert torch.equal(got[0], first(x))
+        with conv_dropout(net, 0.3, torch.Generator().manual_seed(0)), feature_tap(net, 1.0) as last:
+            thinned = net(x)
+        assert len(last) == 1 and not torch.allclose(thinned, exact)
+        assert torch.equal(net(x), exact)  # both hooks gone
+    with pytest.raises(ConfigError):
+        with feature_tap(net, 1.5):
+            pass

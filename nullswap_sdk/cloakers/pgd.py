@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..faces.paste import feather_mask
 from ..faces.templates import get_template
 from ..recognisers.builtin import WHITEBOX_DEFAULT
 from ..recognisers.dropout import calibrate_dropout, conv_dropout
+from ..recognisers.taps import feature_tap
 from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
 from .eot import EOTConfig, gaussian_blur_torch, jitter_affine, random_degrade
@@ -51,6 +53,10 @@ class PGDConfig:
     # Surrogate dropout on conv outputs (recognisers/dropout.py), its rate set per recogniser so
     # thinned and exact embeddings of the attacked faces agree at this mean cosine; 1: off.
     dropout_fidelity: float = 1.0
+    # Mid-level feature loss (recognisers/taps.py): also push the conv features at this relative
+    # depth away from the clean face's, weighted against the identity cosine; 0: off.
+    feature_weight: float = 0.0
+    feature_depth: float = 0.5
     feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
@@ -60,12 +66,14 @@ class PGDConfig:
             raise ConfigError(f"invalid PGD config: steps={self.steps}, eps={self.eps}, psnr_floor={self.psnr_floor}")
         lo, hi = self.jpeg_quality
         if (not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0
-                or not 0.5 <= self.dropout_fidelity <= 1):
+                or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
+                or not 0 <= self.feature_depth <= 1):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, grad_blur={self.grad_blur}, "
-                              f"dropout_fidelity={self.dropout_fidelity}",
+                              f"dropout_fidelity={self.dropout_fidelity}, feature_weight={self.feature_weight}, "
+                              f"feature_depth={self.feature_depth}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0, "
-                                   "dropout_fidelity in [0.5, 1]")
+                                   "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1]")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -119,16 +127,24 @@ class PGDCloaker:
                 xr = jpeg_approx(xr, q.tolist(), offset=(off[0], off[1]))
             Aj = jitter_affine(A.repeat(n_eot, 1, 1), (s - 1) / 2, c.eot, gen)
             views.append(random_degrade(warp_affine_torch(xr, Aj, (s, s)), c.eot, gen).clamp(0, 255))
-        with conv_dropout(m, drop, gen):
+        tap = feature_tap(m, self.config.feature_depth) if self.config.feature_weight > 0 else nullcontext([])
+        with conv_dropout(m, drop, gen), tap as taps:
             e = F.normalize(m(torch.cat(views, 0)), dim=1)
+        self._feat = taps[0][:B] if taps else None  # the exact view's mid-level features
         return e.reshape(1 + n_eot, B, -1)
 
     def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator,
               drops: list[float] | None = None) -> torch.Tensor:
         """Mean identity cosine over recognisers and views, per sample (B,)."""
         drops = drops or [0.0] * len(refs)
-        terms = [(self._embed(k, x, gen, self.config.eot_samples, drops[k]) * ref).sum(2).mean(0)
-                 for k, ref in enumerate(refs)]
+        w = self.config.feature_weight
+        terms = []
+        for k, ref in enumerate(refs):
+            t = (self._embed(k, x, gen, self.config.eot_samples, drops[k]) * ref).sum(2).mean(0)
+            if w > 0:  # relative distance of the mid-level features from the clean face's
+                f0 = self._ref_feats[k]
+                t = t - w * (self._feat - f0).flatten(1).norm(dim=1) / f0.flatten(1).norm(dim=1).clamp_min(1e-6)
+            terms.append(t)
         return torch.stack(terms, 0).mean(0)
 
     def _dropout_rate(self, k: int, x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -154,7 +170,10 @@ class PGDCloaker:
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(c.device)
         mask = self._mask.to(x.device)
         with torch.no_grad():
-            refs = [self._embed(k, x, None)[0] for k in range(len(self._models))]
+            refs, self._ref_feats = [], []
+            for k in range(len(self._models)):
+                refs.append(self._embed(k, x, None)[0])
+                self._ref_feats.append(self._feat)
             drops = [self._dropout_rate(k, x, ref) for k, ref in enumerate(refs)]
         step = c.step_size or 2.5 * c.eps / c.steps
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)

@@ -58,13 +58,17 @@ def conv_dropout(model: nn.Module, p: float, gen: torch.Generator | None = None)
                           hint="use it on convolutional recognisers only")
     try:
         for g in graphs:
-            g.post_op["Conv"] = drop
+            g.post_op.setdefault("Conv", []).append(drop)
         for c in convs:
             handles.append(c.register_forward_hook(lambda _m, _i, out: drop(out)))
         yield model
     finally:
         for g in graphs:
-            g.post_op.pop("Conv", None)
+            hooks = g.post_op.get("Conv", [])
+            if drop in hooks:
+                hooks.remove(drop)
+            if not hooks:
+                g.post_op.pop("Conv", None)
         for h in handles:
             h.remove()
 

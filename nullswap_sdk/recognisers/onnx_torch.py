@@ -282,8 +282,9 @@ class OnnxGraphModule(nn.Module):
     def __init__(self, input_name: str, steps: list, outputs: list[str], consts: dict, source: str) -> None:
         super().__init__()
         self.input_name, self.outputs, self.source = input_name, list(outputs), source
-        # op type -> fn(tensor) applied to that op's outputs (surrogate dropout, recognisers/dropout.py)
-        self.post_op: dict[str, Callable] = {}
+        # op type -> fns applied in turn to that op's outputs (surrogate dropout and feature taps,
+        # recognisers/dropout.py and taps.py)
+        self.post_op: dict[str, list[Callable]] = {}
         self._buf_of: dict[str, str] = {}
         for name, t in consts.items():
             key = re.sub(r"\W", "_", name) or "c"
@@ -308,7 +309,8 @@ class OnnxGraphModule(nn.Module):
         for label, fn, ins, out, free in self._steps:
             env[out] = fn(*[env[n] if kind == "env" else (bufs[n] if kind == "buf" else None) for kind, n in ins])
             if post and label in post:
-                env[out] = post[label](env[out])
+                for hook in post[label]:
+                    env[out] = hook(env[out])
             for n in free:  # drop intermediates early: peak memory ~ one layer, not the graph
                 del env[n]
         outs = tuple(env[o] for o in self.outputs)
