@@ -12,7 +12,7 @@ from nullswap_sdk import Cloaker
 from nullswap_sdk.errors import NullSwapError
 
 # Mean clean-vs-cloaked cosine over the probes, full photo path (detect, align per recogniser),
-# saved as JPEG q95. Measured on these 8 probes (2026-12-01): shipped v3 0.866 (sface) / 0.892
+# saved as JPEG q95. Measured on these 8 probes (2026-12-01): shipped v3 (step 3000) 0.865 (sface) / 0.892
 # (faceres), v1 0.862 / 0.899; random-init networks (seeds 0, 1) 0.9995 / 0.9998.
 BOUNDS = {"sface": 0.90, "faceres": 0.94}
 N_FACES = 8

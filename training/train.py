@@ -75,7 +75,7 @@ class Trainer:
         recs = [_recogniser(n, cfg, dev) for n in cfg.recognisers]
         self.idloss = IdentityLoss(recs, working_template(cfg.network), cfg.eot)
         if cfg.loss.dropout_fidelity < 1:  # calibrated on fixed training crops: the same on resume
-            probe = torch.from_numpy(np.asarray(train.crops[:16])).permute(0, 3, 1, 2).float().to(dev)
+            probe = torch.from_numpy(np.array(train.crops[:16])).permute(0, 3, 1, 2).float().to(dev)
             drops = self.idloss.calibrate_dropout(probe, cfg.loss.dropout_fidelity, cfg.seed)
             print(f"[train] surrogate dropout {dict(zip(cfg.recognisers, [round(p, 4) for p in drops]))}", flush=True)
         # Validation recognisers: embeddings only, under no_grad; never touch the loss.
