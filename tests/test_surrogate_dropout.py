@@ -20,7 +20,7 @@ def _conv_net() -> nn.Module:
 
 
 def _onnx_conv_graph():
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     from nullswap_sdk.recognisers.onnx_torch import OnnxGraphModule, _build

@@ -9,9 +9,6 @@ source photo is the degraded one, the identity to hide is the clean one.
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
