@@ -10,7 +10,8 @@ Works on both kinds of surrogate module: ONNX graphs replayed by ``onnx_torch`` 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import math
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 import torch
@@ -44,33 +45,23 @@ def conv_dropout(model: nn.Module, p: float, gen: torch.Generator | None = None)
     ``p == 0`` leaves the model untouched."""
     if not 0.0 <= p <= MAX_DROPOUT:
         raise ConfigError(f"surrogate dropout p={p} outside [0, {MAX_DROPOUT}]",
-                          hint="0.05-0.2 is the useful range; 0 disables it")
+                          hint="calibrate it with calibrate_dropout; 0 disables it")
     if p == 0:
         yield model
         return
     net = getattr(model, "net", model)
     drop = _dropper(p, gen)
-    handles = []
     graphs = [m for m in net.modules() if isinstance(m, OnnxGraphModule)]
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     if not graphs and not convs:
         raise ConfigError(f"surrogate dropout: {type(net).__name__} has no convolution to drop",
                           hint="use it on convolutional recognisers only")
-    try:
+    with ExitStack() as stack:
         for g in graphs:
-            g.post_op.setdefault("Conv", []).append(drop)
+            stack.enter_context(g.hook_op("Conv", drop))
         for c in convs:
-            handles.append(c.register_forward_hook(lambda _m, _i, out: drop(out)))
+            stack.callback(c.register_forward_hook(lambda _m, _i, out: drop(out)).remove)
         yield model
-    finally:
-        for g in graphs:
-            hooks = g.post_op.get("Conv", [])
-            if drop in hooks:
-                hooks.remove(drop)
-            if not hooks:
-                g.post_op.pop("Conv", None)
-        for h in handles:
-            h.remove()
 
 
 def calibrate_dropout(fidelity_at, target: float, lo: float = 1e-4, hi: float = MAX_DROPOUT, iters: int = 8) -> float:
@@ -81,8 +72,6 @@ def calibrate_dropout(fidelity_at, target: float, lo: float = 1e-4, hi: float = 
     validation crops at p = 0.05: FaceNet 0.91, SFace 0.67, MobileFaceNet 0.36), so one rate for
     all would either leave FaceNet exact or leave the MobileFaceNets recognising no one.
     """
-    import math
-
     if not 0.0 < target < 1.0:
         raise ConfigError(f"dropout fidelity target {target} outside (0, 1)", hint="0.8-0.95 is the useful range")
     if fidelity_at(hi) >= target:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -315,6 +316,19 @@ class OnnxGraphModule(nn.Module):
                 del env[n]
         outs = tuple(env[o] for o in self.outputs)
         return outs[0] if len(outs) == 1 else outs
+
+    @contextmanager
+    def hook_op(self, label: str, fn: Callable) -> Iterator[None]:
+        """Within the block, ``fn`` is applied to the output of every ``label`` op (after any
+        hook already there); removed on exit, also after an exception."""
+        hooks = self.post_op.setdefault(label, [])
+        hooks.append(fn)
+        try:
+            yield
+        finally:
+            hooks.remove(fn)
+            if not hooks:
+                self.post_op.pop(label, None)
 
     def extra_repr(self) -> str:
         ops: dict[str, int] = {}

@@ -41,13 +41,8 @@ def feature_tap(model: nn.Module, depth: float) -> Iterator[list[torch.Tensor]]:
             seen[0] += 1
             return t
 
-        g.post_op.setdefault("Conv", []).append(tap)
-        try:
+        with g.hook_op("Conv", tap):
             yield got
-        finally:
-            g.post_op["Conv"].remove(tap)
-            if not g.post_op["Conv"]:
-                g.post_op.pop("Conv")
         return
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
