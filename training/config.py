@@ -14,8 +14,8 @@ from nullswap_sdk.errors import ConfigError
 from nullswap_sdk.network.discriminator import DiscriminatorConfig
 from nullswap_sdk.network.model import NetworkConfig
 
-__all__ = ["DataConfig", "DLWConfig", "LossConfig", "EOTTrainConfig", "TrainConfig", "load_config",
-           "apply_overrides"]
+__all__ = ["DataConfig", "DLWConfig", "LossConfig", "EOTTrainConfig", "TrainConfig", "config_from_dict",
+           "load_config", "apply_overrides"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ class TrainConfig:
     batch_size: int = 8
     lr: float = 1e-3  # the sanity runs: 1e-3 reached val cos 0.89 in 90 steps, 5e-4 0.97 in 64
     lr_d: float = 5e-4
+    universal_lr_mult: float = 10.0  # LR multiplier of network.universal's map (one tensor, every sample)
     lr_min_ratio: float = 0.1  # cosine decay to lr * ratio at the last step
     grad_clip: float = 5.0
     seed: int = 0
@@ -151,6 +152,11 @@ def _build(cls, d: dict) -> Any:
         else:
             kw[k] = v
     return cls(**kw)
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """A ``TrainConfig`` from its ``to_dict`` form; keys it does not name keep their defaults."""
+    return _build(TrainConfig, d)
 
 
 def load_config(path: str | Path | None) -> TrainConfig:

@@ -29,7 +29,7 @@ from nullswap_sdk.network.model import working_template
 from nullswap_sdk.recognisers.model import load_recogniser
 from nullswap_sdk.recognisers.registry import get_recogniser_config, with_file
 
-from .config import TrainConfig, apply_overrides, load_config
+from .config import TrainConfig, apply_overrides, config_from_dict, load_config
 from .data import BatchSampler, CropSet, load_crops
 from .dlw import DynamicLossWeighting
 from .losses import AlignedEmbedder, IdentityLoss, d_loss, g_adv_loss, mse_loss, ssim
@@ -84,7 +84,12 @@ class Trainer:
                                             working_template(cfg.network)) if vnames else None
         self.G = NullSwapNet(cfg.network).to(dev)
         self.D = PatchDiscriminator(cfg.discriminator).to(dev)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+        # The universal map is one tensor fed by every sample: it gets its own LR multiplier.
+        uni = [p for n, p in self.G.named_parameters() if n == "universal"]
+        rest = [p for n, p in self.G.named_parameters() if n != "universal"]
+        self.opt_g = torch.optim.Adam([{"params": rest, "mult": 1.0}] +
+                                      ([{"params": uni, "mult": cfg.universal_lr_mult}] if uni else []),
+                                      lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
         self.dlw = DynamicLossWeighting(len(recs), cfg.dlw)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # EOT draws (CPU generator works for CUDA)
@@ -120,7 +125,9 @@ class Trainer:
         """Resume from ``path``; ``fork`` continues another run's state under a changed config
         (e.g. a relaxed PSNR budget) and returns the changed sections, instead of refusing."""
         ck = torch.load(path, map_location=self.device, weights_only=True)
-        old, new = json.loads(ck["config"]), json.loads(json.dumps(self.cfg.to_dict()))  # tuples → lists
+        # Keys added since the checkpoint was written read as their defaults; tuples → lists.
+        old = json.loads(json.dumps(config_from_dict(json.loads(ck["config"])).to_dict()))
+        new = json.loads(json.dumps(self.cfg.to_dict()))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in _RESUMABLE_CHANGES)
         if diff and not fork:
             raise ConfigError(f"{path} was trained with a different config ({diff})",
@@ -174,7 +181,7 @@ class Trainer:
         cfg, lc = self.cfg, self.cfg.loss
         for opt, base in ((self.opt_g, cfg.lr), (self.opt_d, cfg.lr_d)):
             for g in opt.param_groups:
-                g["lr"] = self._lr(self.step, base)
+                g["lr"] = self._lr(self.step, base) * g.get("mult", 1.0)
         x = self._batch(self.step)
         epoch = self.step // self.steps_per_epoch
         use_adv = lc.w_adv > 0 and self.step >= lc.adv_start

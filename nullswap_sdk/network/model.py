@@ -65,6 +65,10 @@ class NetworkConfig:
     # Transfer levers measured with per-image PGD in the lab (docs/RESULTS.md, "Transfer lab"):
     luminance: bool = False  # one output channel, the same δ on R, G, B: no colour tint
     texture: float = 0.0  # power of the texture weight (cloakers.texture) the bound is scaled by
+    # A learned image-independent map (S x S) added to the raw output before the bound: a
+    # universal, aligned-face component beside the image-specific one (zero-initialised, so a
+    # network initialised from one without it starts as that network).
+    universal: bool = False
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 4:
@@ -195,6 +199,8 @@ class NullSwapNet(nn.Module):
         self.tail = nn.Sequential(ConvBlock(t, t), ConvBlock(t, t), nn.Conv2d(t, 1 if cfg.luminance else 3, 3, 1, 1))
         with torch.no_grad():  # unbiased start: a faint image-dependent pattern at ~the PSNR budget
             self.tail[-1].bias.zero_()
+        if cfg.universal:
+            self.universal = nn.Parameter(torch.zeros(1, 1 if cfg.luminance else 3, cfg.size, cfg.size))
         self.register_buffer("mask", torch.from_numpy(feather_mask(cfg.size, cfg.feather))[None, None])
 
     def _check(self, x: torch.Tensor) -> None:
@@ -212,6 +218,8 @@ class NullSwapNet(nn.Module):
         h = self.fuse(torch.cat([self.gamma * pert, self.features(xn)], 1))
         raw = self.tail(torch.cat([h, xn], 1))
         c = self.cfg
+        if c.universal:
+            raw = raw + self.universal
         mask = self.mask
         if c.texture:  # move the budget from flat skin to textured regions (same mean bound)
             mask = mask * texture_weight(x, c.texture, radius=default_radius(c.size), mask=self.mask)
