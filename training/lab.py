@@ -77,6 +77,8 @@ RECIPES: dict[str, Recipe] = {
                               dropout_fidelity=0.8),
     "pgd-38-lum-feat": _pgd("pgd-38-lum + mid-level feature loss (middle conv, weight 1)", luminance=True,
                             feature_weight=1.0, feature_depth=0.5),
+    "pgd-net-38-drop90": _pgd("pgd-38-lum-drop90 warm-started from the shipped network's δ, 20 steps", luminance=True,
+                              dropout_fidelity=0.9, init="nullswap-net", steps=20),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -57,6 +57,11 @@ class PGDConfig:
     # depth away from the clean face's, weighted against the identity cosine; 0: off.
     feature_weight: float = 0.0
     feature_depth: float = 0.5
+    # Warm start: a network (a shipped model name or a .safetensors path) whose perturbation,
+    # times ``init_scale``, is the first iterate instead of 0 — the network's image-specific
+    # pattern, refined per image. None: start from 0.
+    init: str | None = None
+    init_scale: float = 1.0
     feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
@@ -67,13 +72,14 @@ class PGDConfig:
         lo, hi = self.jpeg_quality
         if (not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0
                 or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
-                or not 0 <= self.feature_depth <= 1):
+                or not 0 <= self.feature_depth <= 1 or self.init_scale < 0):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, grad_blur={self.grad_blur}, "
                               f"dropout_fidelity={self.dropout_fidelity}, feature_weight={self.feature_weight}, "
-                              f"feature_depth={self.feature_depth}",
+                              f"feature_depth={self.feature_depth}, init_scale={self.init_scale}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0, "
-                                   "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1]")
+                                   "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
+                                   "init_scale >= 0")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -100,6 +106,7 @@ class PGDCloaker:
             torch.from_numpy(estimate_similarity(tpl.points, get_template(m.cfg.template).points)).float()
             for m in self._models
         ]
+        self._init = _init_network(self.config.init, self.template, self.config.device) if self.config.init else None
         self.last_stats: dict = {}
 
     def describe(self) -> dict:
@@ -185,6 +192,12 @@ class PGDCloaker:
         bound = c.eps * mask
         channels = 1 if c.luminance else 3
         delta = torch.zeros(x.shape[0], channels, *x.shape[2:], device=x.device)
+        if self._init is not None:
+            d0 = torch.from_numpy(self._init.perturb(crops)).permute(0, 3, 1, 2).to(x.device) * c.init_scale
+            d0 = d0.mean(1, keepdim=True) if c.luminance else d0
+            d0 = torch.maximum(torch.minimum(d0, bound), -bound)
+            lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
+            delta = _project_psnr(d0.clamp(lo, hi) if c.luminance else (x + d0).clamp(0, 255) - x, max_mse)
         g = torch.zeros_like(delta)
         best = delta.clone()
         best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
@@ -214,6 +227,19 @@ class PGDCloaker:
         out = best.expand_as(x)
         self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
+
+
+def _init_network(name: str, template: str, device: str):
+    """The warm-start network as a ``CloakMethod`` on PGD's crops (torch backend: same device)."""
+    from ..models import shipped_weights
+    from ..network.cloaker import NetworkCloaker
+
+    path = name if name.endswith(".safetensors") else shipped_weights(name)  # typed error if unknown
+    net = NetworkCloaker(path, backend="torch", device=device)
+    if net.template != template:
+        raise ConfigError(f"PGD init network works on template {net.template!r}, PGD on {template!r}",
+                          hint="use a network trained on the PGD template")
+    return net
 
 
 def _project_psnr(d: torch.Tensor, max_mse: float) -> torch.Tensor:
