@@ -95,3 +95,56 @@ def test_pgd_luminance_and_jpeg_eot(lfw_rgb):
     # One δ for R, G, B: channels differ only by rounding and where a channel is clipped.
     inner = (lfw_rgb > 20).all(2) & (lfw_rgb < 235).all(2)
     assert np.abs(d[..., 0] - d[..., 1])[inner].max() <= 1 and np.abs(d[..., 1] - d[..., 2])[inner].max() <= 1
+
+
+def test_universal_map_starts_as_the_network_without_it_and_exports():
+    from nullswap_sdk.export.onnx import PARITY_MIN_DB, check_parity, export_onnx
+
+    torch.manual_seed(0)
+    base = NullSwapNet(NetworkConfig(size=36, width=8, tail_width=8, luminance=True, texture=1.0)).eval()
+    uni = NullSwapNet(NetworkConfig(size=36, width=8, tail_width=8, luminance=True, texture=1.0,
+                                    universal=True)).eval()
+    assert uni.universal.shape == (1, 1, 36, 36)
+    missing = uni.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert missing == ["universal"]  # what init_from leaves at its zero init
+    x = _face_like(2, 36)
+    with torch.no_grad():
+        assert torch.equal(uni(x), base(x))
+        uni.universal.copy_(torch.randn(1, 1, 36, 36) * 3)
+        d = uni.perturbation(x)
+    assert not torch.allclose(d, base.perturbation(x))
+    assert (d.pow(2).mean(dim=(1, 2, 3)) <= 255.0 ** 2 / 10 ** (42.0 / 10) * 1.001).all()  # cap holds
+    assert check_parity(uni, export_onnx(uni)) >= PARITY_MIN_DB
+
+
+def test_universal_map_trains_at_its_own_learning_rate(tmp_path):
+    from training.config import TrainConfig
+    from training.train import Trainer
+
+    cfg = TrainConfig(network=NetworkConfig(size=32, width=8, tail_width=8, universal=True), universal_lr_mult=7.0)
+    t = Trainer.__new__(Trainer)  # only the optimiser wiring: no data, no recognisers
+    t.cfg, t.G = cfg, NullSwapNet(cfg.network)
+    groups = Trainer._g_param_groups(t)
+    assert [g["mult"] for g in groups] == [1.0, 7.0] and groups[1]["params"] == [t.G.universal]
+    assert sum(len(g["params"]) for g in groups) == len(list(t.G.parameters()))
+
+
+def test_pgd_warm_start_begins_at_the_networks_perturbation(lfw_rgb):
+    from nullswap_sdk import Cloaker
+    from nullswap_sdk.errors import ModelNotFoundError
+
+    # A near-zero step, bounds wider than the network's (texture weight ≤ 3 × its L∞ 8): the
+    # result is the network's δ.
+    kw = dict(recognisers=("sface",), steps=1, step_size=1e-6, luminance=True, psnr_floor=30.0, eps=30.0)
+    warm = Cloaker.from_pretrained("pgd", init="nullswap-net", **kw)
+    net = Cloaker.from_pretrained("nullswap-net", backend="torch")
+    cold = Cloaker.from_pretrained("pgd", **kw)
+    out_w, out_n, out_c = (c.cloak(lfw_rgb) for c in (warm, net, cold))
+    dw, dn = out_w.astype(np.int16) - lfw_rgb, out_n.astype(np.int16) - lfw_rgb
+    inner = (lfw_rgb > 30).all(2) & (lfw_rgb < 225).all(2)  # no channel clipped (luminance = channel mean)
+    assert np.abs(dn).max() >= 2 and np.abs(dw - dn)[inner].max() <= 1  # rounding only
+    assert np.abs(out_c.astype(np.int16) - lfw_rgb).max() <= 1
+    with pytest.raises(ModelNotFoundError):
+        Cloaker.from_pretrained("pgd", init="no-such-net", **kw)
+    with pytest.raises(ConfigError):
+        Cloaker.from_pretrained("pgd", init="nullswap-net", init_scale=-1.0, **kw)

@@ -84,12 +84,7 @@ class Trainer:
                                             working_template(cfg.network)) if vnames else None
         self.G = NullSwapNet(cfg.network).to(dev)
         self.D = PatchDiscriminator(cfg.discriminator).to(dev)
-        # The universal map is one tensor fed by every sample: it gets its own LR multiplier.
-        uni = [p for n, p in self.G.named_parameters() if n == "universal"]
-        rest = [p for n, p in self.G.named_parameters() if n != "universal"]
-        self.opt_g = torch.optim.Adam([{"params": rest, "mult": 1.0}] +
-                                      ([{"params": uni, "mult": cfg.universal_lr_mult}] if uni else []),
-                                      lr=cfg.lr, betas=(0.5, 0.999))
+        self.opt_g = torch.optim.Adam(self._g_param_groups(), lr=cfg.lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))
         self.dlw = DynamicLossWeighting(len(recs), cfg.dlw)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)  # EOT draws (CPU generator works for CUDA)
@@ -97,6 +92,15 @@ class Trainer:
         self._val_refs: dict[tuple[str, int], torch.Tensor] = {}  # clean val embeddings, computed once
         self._stop = False
         self.stop_at: int | None = None  # --stop-at: pause here (keeps the LR schedule of cfg.steps)
+
+    def _g_param_groups(self) -> list[dict]:
+        """G's optimiser groups; ``mult`` scales the scheduled LR. The universal map is one
+        tensor fed by every sample, so it gets its own multiplier."""
+        named = list(self.G.named_parameters())
+        groups = [{"params": [p for n, p in named if n != "universal"], "mult": 1.0}]
+        if self.cfg.network.universal:
+            groups.append({"params": [self.G.universal], "mult": self.cfg.universal_lr_mult})
+        return groups
 
     @staticmethod
     def _available(name: str) -> bool:
