@@ -53,7 +53,8 @@ def _pgd(note: str, **kw) -> Recipe:
 def _levels() -> dict[str, Recipe]:
     from nullswap_sdk.levels import LEVELS
 
-    return {f"level-{n}": Recipe("nullswap-net", strength=lv.strength, note=f"--level {n} (strength {lv.strength:g})")
+    return {f"level-{n}": Recipe(lv.model or "nullswap-net", dict(lv.overrides), strength=lv.strength,
+                                 attacks=lv.model == "pgd", note=f"--level {n} ({lv.description})")
             for n, lv in LEVELS.items()}
 
 
