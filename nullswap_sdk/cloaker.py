@@ -50,6 +50,8 @@ class Cloaker:
 
     ``level`` ("low" | "mid" | "high", default "mid") picks a measured operating point
     (``nullswap_sdk.levels``); ``strength`` (0..4; "mid" is 1.0) sets the scale directly.
+    "max" is per-image PGD rather than the network: build it with
+    ``Cloaker.from_pretrained(level="max")``.
     The strength scales the method's perturbation before it is applied:
     ``cloaked = clip(crop + strength * delta, 0, 255)``. 0 leaves images unchanged; > 1
     trades image quality for protection. Measured for the shipped network (v3) in the transfer
@@ -71,6 +73,10 @@ class Cloaker:
         self._template = get_template(method.template)
         self._lock = threading.Lock()
         self.strength = _resolve_level(strength, level)
+        model = _level_model(level)
+        if model is not None and getattr(method, "name", None) != model:
+            raise ConfigError(f"level {level!r} runs model {model!r}, not the {getattr(method, 'name', '?')!r} "
+                              "method given", hint=f"use Cloaker.from_pretrained(level={level!r})")
 
     @property
     def strength(self) -> float:
@@ -104,8 +110,9 @@ class Cloaker:
         "onnxruntime", "tensorrt", "triton"; PGD and noise run on torch only.
         ``device``: None (a CUDA GPU when torch sees one), "cpu" or "cuda[:N]".
         ``strength``: default perturbation scale (see ``Cloaker.strength``), or ``level``: a
-        named, measured operating point, "low" | "mid" | "high" (``nullswap_sdk.levels``;
-        "mid" = strength 1.0 is the default). Pass one of the two, not both.
+        named, measured operating point, "low" | "mid" | "high" (strengths of the network;
+        "mid" = strength 1.0 is the default) or "max" (per-image PGD: seconds per face on a
+        CPU; see ``nullswap_sdk.levels``). Pass one of the two, not both.
         ``min_face_size``: smallest face the detector looks for, native pixels (None: the
         detector's default, 24: every face a recogniser can still identify; ~31 ms at 1080p).
         ``overrides`` go to the method's config (e.g. ``steps=20`` for PGD; ``precision="fp16"``,
@@ -114,8 +121,16 @@ class Cloaker:
         from .models import shipped_models
 
         strength = _resolve_level(strength, level)  # fail on a bad level before loading models
-        detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         name = name_or_path or DEFAULT_MODEL
+        model = _level_model(level)
+        if model is not None:  # a level that runs its own model (e.g. "max": per-image PGD)
+            from .levels import get_level
+
+            if name_or_path is not None and name_or_path != model:
+                raise ConfigError(f"level {level!r} runs model {model!r}; got model {name_or_path!r} too",
+                                  hint=f"drop the model, or pick a level of the default network")
+            name, overrides = model, {**dict(get_level(level).overrides), **overrides}
+        detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         try:
             if str(name).endswith(".safetensors"):  # trained network weights (training/)
                 from .network.cloaker import NetworkCloaker
@@ -331,6 +346,13 @@ def _resolve_level(strength: float | None, level: str | None) -> float:
     if strength is not None:
         return _check_strength(strength)
     return get_level(level or DEFAULT_LEVEL).strength
+
+
+def _level_model(level: str | None) -> str | None:
+    """The model a level runs when it is not the default network (None: the default)."""
+    from .levels import get_level
+
+    return None if level is None else get_level(level).model
 
 
 def _check_strength(value) -> float:

@@ -215,3 +215,14 @@ def test_level_sets_the_strength_it_names(tmp_path, lfw_photo_path):
     assert main(["cloak", str(lfw_photo_path), "-o", str(tmp_path / "x.png"), "--level", "low",
                  "--strength", "1"]) == 2  # contradictory: usage error, nothing written
     assert not (tmp_path / "x.png").exists()
+
+
+def test_level_max_runs_pgd_and_refuses_another_model(tmp_path, lfw_photo_path):
+    dst = tmp_path / "max.png"
+    assert main(["cloak", str(lfw_photo_path), "-o", str(dst), "--level", "max", "--set", "steps=1",
+                 "--set", 'recognisers=["sface"]']) == 0
+    clean = np.asarray(Image.open(lfw_photo_path).convert("RGB")).astype(np.int16)
+    assert np.abs(np.asarray(Image.open(dst)).astype(np.int16) - clean).max() > 0
+    assert main(["cloak", str(lfw_photo_path), "-o", str(tmp_path / "y.png"), "--level", "max",
+                 "--model", "noise"]) == 2
+    assert not (tmp_path / "y.png").exists()

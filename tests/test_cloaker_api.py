@@ -100,10 +100,27 @@ def test_levels_are_named_strengths(noise, lfw_rgb):
     assert np.array_equal(high.cloak(lfw_rgb), noise.cloak(lfw_rgb, strength=LEVELS["high"].strength))
     assert Cloaker.from_pretrained("noise", level="low").strength == LEVELS["low"].strength < 1.0
     with pytest.raises(ConfigError, match="unknown protection level") as e:
-        Cloaker(noise.method, noise.detector, level="max")
-    assert "low, mid, high" in e.value.hint
+        Cloaker(noise.method, noise.detector, level="ultra")
+    assert "low, mid, high, max" in e.value.hint
     with pytest.raises(ConfigError, match="not both"):
         Cloaker.from_pretrained("noise", level="low", strength=1.0)
+
+
+def test_level_max_is_per_image_pgd_with_its_measured_settings(noise):
+    from nullswap_sdk.cloakers.pgd import PGDCloaker
+    from nullswap_sdk.levels import LEVELS
+
+    c = Cloaker.from_pretrained(level="max", recognisers=("sface",), steps=3)  # the caller's settings win
+    assert isinstance(c.method, PGDCloaker) and c.strength == LEVELS["max"].strength
+    cfg = c.method.config
+    assert (cfg.steps, cfg.recognisers) == (3, ("sface",))
+    assert {k: getattr(cfg, k) for k, _ in LEVELS["max"].overrides if k != "steps"} == \
+        {k: v for k, v in LEVELS["max"].overrides if k != "steps"}
+    with pytest.raises(ConfigError, match="runs model 'pgd'") as e:
+        Cloaker(noise.method, noise.detector, level="max")  # not the method the level names
+    assert "from_pretrained" in e.value.hint
+    with pytest.raises(ConfigError, match="runs model 'pgd'"):
+        Cloaker.from_pretrained("noise", level="max")
 
 
 # ---------------------------------------------------------------- pipeline tiers

@@ -54,14 +54,17 @@ def parse_overrides(args) -> dict:
 
 
 def add_level_argument(parser) -> None:
-    parser.add_argument("--level", choices=["low", "mid", "high"], default=None,
+    from ..levels import LEVELS
+
+    parser.add_argument("--level", choices=list(LEVELS), default=None,
                         help="protection level: a measured strength of the default cloak (low 0.7, "
-                             "mid 1.0 = default, high 2.0; figures in README 'Protection levels'); "
-                             "not with --strength")
+                             "mid 1.0 = default, high 2.0), or max: per-image PGD, seconds per face on "
+                             "a CPU (figures in README 'Protection levels'); not with --strength")
 
 
 def resolve_level(args) -> None:
-    """Turn ``--level`` into the ``--strength`` it names (one code path after parsing)."""
+    """Turn ``--level`` into the ``--strength`` (and, for "max", the ``--model`` and ``--set``
+    overrides) it names: one code path after parsing. The user's own ``--set`` wins."""
     from ..errors import ConfigError
     from ..levels import get_level
 
@@ -70,4 +73,11 @@ def resolve_level(args) -> None:
         return
     if getattr(args, "strength", None) is not None:
         raise ConfigError("--level and --strength both set", hint="a level is a named strength: pass one")
-    args.strength = get_level(level).strength
+    lv = get_level(level)
+    args.strength = lv.strength
+    if lv.model is not None:
+        if getattr(args, "model", None) not in (None, lv.model):
+            raise ConfigError(f"--level {level} runs model {lv.model!r}; --model {args.model!r} given too",
+                              hint="drop --model, or pick a level of the default network")
+        args.model = lv.model
+        args.overrides = [f"{k}={json.dumps(v)}" for k, v in lv.overrides] + list(getattr(args, "overrides", []))
