@@ -128,7 +128,7 @@ class Cloaker:
 
             if name_or_path is not None and name_or_path != model:
                 raise ConfigError(f"level {level!r} runs model {model!r}; got model {name_or_path!r} too",
-                                  hint=f"drop the model, or pick a level of the default network")
+                                  hint="drop the model, or pick a level of the default network")
             name, overrides = model, {**dict(get_level(level).overrides), **overrides}
         detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         try:

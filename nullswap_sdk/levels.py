@@ -1,7 +1,8 @@
 """Protection levels: named, measured operating points of the default cloak (as Fawkes offers).
 
-A level is a strength of the shipped network's perturbation. Each one is measured in the
-transfer lab (``python -m training.lab level-low level-mid level-high --wild 6 --large 4``):
+A level is a strength of the shipped network's perturbation, or ("max") another model with its
+settings. Each one is measured in the transfer lab (``python -m training.lab level-low
+level-mid level-high level-max --wild 6 --large 4``):
 face-box PSNR/SSIM, black-box Top-1 and cosine, and the same after JPEG q75 and resize ×0.5 —
 the table is in docs/RESULTS.md ("Protection levels") and the README. The figures in the
 descriptions below are from that run (shipped nullswap-net v3, 2026-12-01).
@@ -32,11 +33,11 @@ LEVELS: dict[str, Level] = {
     "mid": Level("mid", 1.0, "the trained operating point (face box ≈ 38.3 dB); the default"),
     "high": Level("high", 2.0, "stronger protection; shading around brows and eyes visible at full size "
                                "(face box ≈ 32.6 dB)"),
-    # Per-image optimisation against the three surrogates, warm-started nowhere: the lab's best
-    # black-box recipe (pgd-38-lum-drop90) at a crop floor that puts the face box at ≈ 38 dB.
-    # Seconds per face on a CPU, so photos only.
-    "max": Level("max", 1.0, "per-image optimisation (PGD, 40 steps): the strongest protection at the "
-                             "default's face-box PSNR; seconds per face on a CPU",
+    # Per-image optimisation against the three surrogates, started from zero: the lab's best
+    # black-box recipe (pgd-38-lum-drop90) at a crop floor aimed at a 38 dB face box (measured
+    # 37.7). Seconds per face on a CPU, so photos only.
+    "max": Level("max", 1.0, "per-image optimisation (PGD, 40 steps): the strongest protection, visible "
+                             "as fine grain (face box ≈ 37.7 dB); seconds per face on a CPU",
                  model="pgd", overrides=(("steps", 40), ("psnr_floor", 38.6), ("eps", 12.0),
                                          ("luminance", True), ("dropout_fidelity", 0.9))),
 }
