@@ -117,7 +117,7 @@ def test_universal_map_starts_as_the_network_without_it_and_exports():
     assert check_parity(uni, export_onnx(uni)) >= PARITY_MIN_DB
 
 
-def test_universal_map_trains_at_its_own_learning_rate(tmp_path):
+def test_universal_map_trains_at_its_own_learning_rate():
     from training.config import TrainConfig
     from training.train import Trainer
 
