@@ -73,9 +73,9 @@ class Cloaker:
         self._template = get_template(method.template)
         self._lock = threading.Lock()
         self.strength = _resolve_level(strength, level)
-        model = _level_model(level)
-        if model is not None and getattr(method, "name", None) != model:
-            raise ConfigError(f"level {level!r} runs model {model!r}, not the {getattr(method, 'name', '?')!r} "
+        lv = _level(level)
+        if lv is not None and lv.model is not None and getattr(method, "name", None) != lv.model:
+            raise ConfigError(f"level {level!r} runs model {lv.model!r}, not the {getattr(method, 'name', '?')!r} "
                               "method given", hint=f"use Cloaker.from_pretrained(level={level!r})")
 
     @property
@@ -122,14 +122,12 @@ class Cloaker:
 
         strength = _resolve_level(strength, level)  # fail on a bad level before loading models
         name = name_or_path or DEFAULT_MODEL
-        model = _level_model(level)
-        if model is not None:  # a level that runs its own model (e.g. "max": per-image PGD)
-            from .levels import get_level
-
-            if name_or_path is not None and name_or_path != model:
-                raise ConfigError(f"level {level!r} runs model {model!r}; got model {name_or_path!r} too",
+        lv = _level(level)
+        if lv is not None and lv.model is not None:  # a level that runs its own model ("max": PGD)
+            if name_or_path is not None and name_or_path != lv.model:
+                raise ConfigError(f"level {level!r} runs model {lv.model!r}; got model {name_or_path!r} too",
                                   hint="drop the model, or pick a level of the default network")
-            name, overrides = model, {**dict(get_level(level).overrides), **overrides}
+            name, overrides = lv.model, {**dict(lv.overrides), **overrides}
         detector = None if min_face_size is None else FaceDetector(min_face_size=min_face_size)
         try:
             if str(name).endswith(".safetensors"):  # trained network weights (training/)
@@ -348,11 +346,11 @@ def _resolve_level(strength: float | None, level: str | None) -> float:
     return get_level(level or DEFAULT_LEVEL).strength
 
 
-def _level_model(level: str | None) -> str | None:
-    """The model a level runs when it is not the default network (None: the default)."""
+def _level(level: str | None):
+    """The named ``levels.Level`` (None when no level was given)."""
     from .levels import get_level
 
-    return None if level is None else get_level(level).model
+    return None if level is None else get_level(level)
 
 
 def _check_strength(value) -> float:

@@ -190,14 +190,19 @@ class PGDCloaker:
         tex = texture_weight(x, c.texture, mask=mask[None, None]) if c.texture else 1.0
         mask = mask * tex
         bound = c.eps * mask
+        # Keep x + δ in range on every channel (a shared luminance δ: the tightest one).
+        lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
+
+        def project(d: torch.Tensor) -> torch.Tensor:
+            """Onto the per-pixel L∞ bound, the valid pixel range and the PSNR floor."""
+            d = torch.maximum(torch.minimum(d, bound), -bound)
+            return _project_psnr(d.clamp(lo, hi) if c.luminance else (x + d).clamp(0, 255) - x, max_mse)
+
         channels = 1 if c.luminance else 3
         delta = torch.zeros(x.shape[0], channels, *x.shape[2:], device=x.device)
         if self._init is not None:
             d0 = torch.from_numpy(self._init.perturb(crops)).permute(0, 3, 1, 2).to(x.device) * c.init_scale
-            d0 = d0.mean(1, keepdim=True) if c.luminance else d0
-            d0 = torch.maximum(torch.minimum(d0, bound), -bound)
-            lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
-            delta = _project_psnr(d0.clamp(lo, hi) if c.luminance else (x + d0).clamp(0, 255) - x, max_mse)
+            delta = project(d0.mean(1, keepdim=True) if c.luminance else d0)
         g = torch.zeros_like(delta)
         best = delta.clone()
         best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
@@ -218,12 +223,7 @@ class PGDCloaker:
                 if c.grad_blur > 0:
                     grad = gaussian_blur_torch(grad, torch.full((grad.shape[0],), c.grad_blur))
                 g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-                delta = delta - step * g.sign() * mask
-                delta = torch.maximum(torch.minimum(delta, bound), -bound)
-                # Keep x + δ in range on every channel (a shared luminance δ: the tightest one).
-                lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
-                delta = delta.clamp(lo, hi) if c.luminance else (x + delta).clamp(0, 255) - x
-                delta = _project_psnr(delta, max_mse)
+                delta = project(delta - step * g.sign() * mask)
         out = best.expand_as(x)
         self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
