@@ -78,6 +78,9 @@ RECIPES: dict[str, Recipe] = {
                               dropout_fidelity=0.8),
     "pgd-38-lum-feat": _pgd("pgd-38-lum + mid-level feature loss (middle conv, weight 1)", luminance=True,
                             feature_weight=1.0, feature_depth=0.5),
+    "pgd-38-lum-drop90-k4": _pgd("pgd-38-lum-drop90 with a fourth surrogate, the Keras FaceNet (facenet-keras is then "
+                                 "white-box; faceres stays black-box)", luminance=True, dropout_fidelity=0.9,
+                                 recognisers=("sface", "facenet", "mobilefacenet", "facenet-keras")),
     "pgd-net-38-drop90": _pgd("pgd-38-lum-drop90 warm-started from the shipped network's δ, 20 steps", luminance=True,
                               dropout_fidelity=0.9, init="nullswap-net", steps=20),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
@@ -88,26 +91,36 @@ RECIPES: dict[str, Recipe] = {
 
 
 # -- data ---------------------------------------------------------------------------------
+def _face_key(f) -> str:
+    """Cache key of a dataset photo, ``identity/file``: independent of where the data
+    lives (an absolute key made every lookup miss when the data dir was reached by another
+    path, and the "largest" faces silently became the first ones)."""
+    f = Path(f)
+    return f"{f.parent.name}/{f.name}"
+
+
 def _largest_faces(ids: dict, k: int, cache_dir: Path) -> list[tuple[str, Path]]:
     """The ``k`` celeba-wild photos with the largest faces, one per identity (face sizes cached)."""
     cache = cache_dir / "celeba_face_px.json"
-    sizes = json.loads(cache.read_text()) if cache.is_file() else {}
-    if not sizes:
+    stored = json.loads(cache.read_text()) if cache.is_file() else {}
+    sizes = {_face_key(f): px for f, px in stored.items()}  # also reads caches keyed by absolute path
+    missing = [f for files in ids.values() for f in files if _face_key(f) not in sizes]
+    if missing:
         from nullswap_sdk.faces.detect import FaceDetector
         from nullswap_sdk.imageio import load_image
 
         det = FaceDetector()
-        for files in ids.values():
-            for f in files:
-                faces = det.detect(load_image(f).rgb)
-                sizes[str(f)] = max((max(x.box[2] - x.box[0], x.box[3] - x.box[1]) for x in faces), default=0)
+        for f in missing:
+            faces = det.detect(load_image(f).rgb)
+            sizes[_face_key(f)] = max((max(x.box[2] - x.box[0], x.box[3] - x.box[1]) for x in faces), default=0)
+    if missing or sizes.keys() != stored.keys():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(sizes))
+        cache.write_text(json.dumps(sizes, sort_keys=True))
     best = {}
     for n, files in ids.items():
-        f = max(files, key=lambda f: sizes.get(str(f), 0))
-        best[n] = (sizes.get(str(f), 0), f)
-    top = sorted(best.items(), key=lambda kv: -kv[1][0])[:k]
+        f = max(files, key=lambda f: sizes[_face_key(f)])  # the first of equals
+        best[n] = (sizes[_face_key(f)], f)
+    top = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:k]
     return [(n, f) for n, (_, f) in top]
 
 
@@ -151,7 +164,8 @@ def load_gallery(pairs, recognisers, cache_dir: Path):
     """Embedded gallery, cached on disk by (photos, recognisers)."""
     from nullswap_sdk.evaluation.protocol import Gallery, embed_gallery
 
-    key = hashlib.sha256(json.dumps([[n, str(p)] for n, p in pairs] + [list(recognisers)]).encode()).hexdigest()[:16]
+    # Keyed by identity/file, not the absolute path, so a checkout elsewhere reuses the cache.
+    key = hashlib.sha256(json.dumps([[n, _face_key(p)] for n, p in pairs] + [list(recognisers)]).encode()).hexdigest()[:16]
     path = cache_dir / f"gallery_{key}.npz"
     if path.is_file():
         z = np.load(path)
@@ -210,7 +224,7 @@ def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool,
         rep = evaluate(probes, gallery, cfg, cloaker=cloaker, progress=False,
                        save_dir=save_dir if attack == attacks[0] else None)
         cloaker.close()
-        seen = set(attack if attack is not None else (recipe.trained_on or surrogates))
+        seen = set(attack if attack is not None else (recipe.overrides.get("recognisers") or recipe.trained_on or surrogates))
         ident = rep["identity"]
         per_rec = {r: {v: ident[v]["recognisers"][r] for v in ("none", *TRANSFORMS)} for r in available}
         runs.append({"attack": sorted(seen), "seconds": round(time.time() - t0, 1), "quality": rep["quality"],

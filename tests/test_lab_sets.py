@@ -1,0 +1,30 @@
+"""The transfer lab's probe selection must not depend on where the data lives: its face-size
+cache once keyed photos by absolute path, so a checkout reaching the data by another path
+silently picked the first photos instead of the largest faces (the session-4 baseline shift)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from training.lab import _face_key, _largest_faces
+
+
+def _ids(root: Path) -> dict[str, list[Path]]:
+    return {n: [root / "celeba-wild" / n / f"{i:06d}.jpg" for i in range(3)] for n in ("a", "b", "c")}
+
+
+def test_largest_faces_reads_a_cache_written_from_another_path(tmp_path):
+    sizes = {"a": [50, 400, 60], "b": [90, 80, 70], "c": [10, 20, 300]}
+    written_from = _ids(Path("/elsewhere/shared/data"))
+    cache = {str(f): sizes[n][i] for n, files in written_from.items() for i, f in enumerate(files)}
+    (tmp_path / "celeba_face_px.json").write_text(json.dumps(cache))
+
+    picked = _largest_faces(_ids(Path("/tmp/shared/data")), 2, tmp_path)  # no detection: all cached
+
+    assert [(n, f.name) for n, f in picked] == [("a", "000001.jpg"), ("c", "000002.jpg")]
+    rewritten = json.loads((tmp_path / "celeba_face_px.json").read_text())
+    assert rewritten["a/000001.jpg"] == 400 and not any(k.startswith("/") for k in rewritten)
+
+
+def test_face_key_is_identity_and_file():
+    assert _face_key("/x/y/lfw/Ann_Lee/Ann_Lee_0001.jpg") == _face_key("../z/Ann_Lee/Ann_Lee_0001.jpg")
