@@ -24,11 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from nullswap_sdk.cloakers.targets import build_target_pool
 from nullswap_sdk.errors import NullSwapError
 
 SURROGATES = ("sface", "facenet", "mobilefacenet")
 VALIDATION = ("faceres",)
 TRANSFORMS = ("jpeg75", "resize0.5")
+# Target faces for targeted recipes: UTKFace photos, in no gallery (they carry no identity), so a
+# target never sits in the search it is meant to fool. Built on first use (_ensure_target_pool).
+TARGET_POOL = "runs/lab_cache/targets_utk64.npz"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,9 @@ RECIPES: dict[str, Recipe] = {
     "pgd-38-lum-drop90-k4": _pgd("pgd-38-lum-drop90 with a fourth surrogate, the Keras FaceNet (facenet-keras is then "
                                  "white-box; faceres stays black-box)", luminance=True, dropout_fidelity=0.9,
                                  recognisers=("sface", "facenet", "mobilefacenet", "facenet-keras")),
+    "pgd-38-lum-drop90-far": _pgd("pgd-38-lum-drop90, also pulled toward the farthest of 64 UTKFace faces "
+                                  "(feature-space target, weight 1)", luminance=True, dropout_fidelity=0.9,
+                                  target_pool=TARGET_POOL),
     "pgd-net-38-drop90": _pgd("pgd-38-lum-drop90 warm-started from the shipped network's δ, 20 steps", luminance=True,
                               dropout_fidelity=0.9, init="nullswap-net", steps=20),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
@@ -158,6 +165,15 @@ def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cac
             if other and (f"wild-{n}", other[0]) not in gallery:
                 gallery.append((f"wild-{n}", other[0]))
     return [Probe(n, p) for n, p in probe_pairs], gallery
+
+
+def _ensure_target_pool(todo: dict[str, Recipe]) -> None:
+    if any(r.overrides.get("target_pool") == TARGET_POOL for r in todo.values()) and not Path(TARGET_POOL).is_file():
+        from nullswap_sdk.evaluation import datasets
+
+        files = sorted(datasets.utkface_images(), key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+        n = build_target_pool(files, TARGET_POOL, limit=64)
+        print(f"[lab] target pool: {n} UTKFace faces -> {TARGET_POOL}", flush=True)
 
 
 def load_gallery(pairs, recognisers, cache_dir: Path):
@@ -320,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         available = available_recognisers()
         if not any(r in available for r in VALIDATION):
             print("warning: faceres not found: only left-out surrogates measure transfer", file=sys.stderr)
+        _ensure_target_pool(todo)
         probes, pairs = lab_sets(args.faces, args.wild, args.gallery, args.large)
         out = Path(args.out)
         gallery = load_gallery(pairs, available, Path("runs/lab_cache"))

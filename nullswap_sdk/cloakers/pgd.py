@@ -62,6 +62,10 @@ class PGDConfig:
     # pattern, refined per image. None: start from 0.
     init: str | None = None
     init_scale: float = 1.0
+    # Feature-space target (cloakers/targets.py): a pool of aligned faces; each face is also
+    # pulled toward the pool face farthest from it, with this weight. None: untargeted.
+    target_pool: str | None = None
+    target_weight: float = 1.0
     feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
@@ -72,14 +76,15 @@ class PGDConfig:
         lo, hi = self.jpeg_quality
         if (not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0
                 or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
-                or not 0 <= self.feature_depth <= 1 or self.init_scale < 0):
+                or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, grad_blur={self.grad_blur}, "
                               f"dropout_fidelity={self.dropout_fidelity}, feature_weight={self.feature_weight}, "
-                              f"feature_depth={self.feature_depth}, init_scale={self.init_scale}",
+                              f"feature_depth={self.feature_depth}, init_scale={self.init_scale}, "
+                              f"target_weight={self.target_weight}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0, "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
-                                   "init_scale >= 0")
+                                   "init_scale, target_weight >= 0")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -107,6 +112,15 @@ class PGDCloaker:
             for m in self._models
         ]
         self._init = _init_network(self.config.init, self.template, self.config.device) if self.config.init else None
+        self._pool = None
+        if self.config.target_pool:
+            from .targets import load_target_pool
+
+            crops = load_target_pool(self.config.target_pool, self.template, self._size)
+            with torch.no_grad():  # unit embeddings of the pool, per recogniser, once
+                xp = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(self.config.device)
+                self._pool = [torch.cat([self._embed(k, xp[i:i + 32], None)[0] for i in range(0, len(xp), 32)])
+                              for k in range(len(self._models))]
         self.last_stats: dict = {}
 
     def describe(self) -> dict:
@@ -141,13 +155,17 @@ class PGDCloaker:
         return e.reshape(1 + n_eot, B, -1)
 
     def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator,
-              drops: list[float] | None = None) -> torch.Tensor:
-        """Mean identity cosine over recognisers and views, per sample (B,)."""
+              drops: list[float] | None = None, targets: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Mean identity cosine over recognisers and views, per sample (B,); minus the weighted
+        cosine to each face's target when targeted."""
         drops = drops or [0.0] * len(refs)
         w = self.config.feature_weight
         terms = []
         for k, ref in enumerate(refs):
-            t = (self._embed(k, x, gen, self.config.eot_samples, drops[k]) * ref).sum(2).mean(0)
+            e = self._embed(k, x, gen, self.config.eot_samples, drops[k])
+            t = (e * ref).sum(2).mean(0)
+            if targets is not None:
+                t = t - self.config.target_weight * (e * targets[k]).sum(2).mean(0)
             if w > 0:  # relative distance of the mid-level features from the clean face's
                 f0 = self._ref_feats[k]
                 t = t - w * (self._feat - f0).flatten(1).norm(dim=1) / f0.flatten(1).norm(dim=1).clamp_min(1e-6)
@@ -182,6 +200,10 @@ class PGDCloaker:
                 refs.append(self._embed(k, x, None)[0])
                 self._ref_feats.append(self._feat)
             drops = [self._dropout_rate(k, x, ref) for k, ref in enumerate(refs)]
+            targets = None
+            if self._pool is not None:  # per face, the pool face farthest from it on average
+                far = torch.stack([ref @ pool.T for ref, pool in zip(refs, self._pool)]).mean(0).argmin(1)
+                targets = [pool[far] for pool in self._pool]
         step = c.step_size or 2.5 * c.eps / c.steps
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
         # ``delta`` is the applied perturbation; the feather mask scales its per-pixel
@@ -209,7 +231,7 @@ class PGDCloaker:
         for it in range(c.steps + 1):
             delta.requires_grad_(it < c.steps)
             # Thinned surrogates steer the steps; the final iterate is scored on the exact ones.
-            loss = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None)
+            loss = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None, targets)
             with torch.no_grad():
                 # Thinned losses are noisy: with dropout only the exact final score selects.
                 improved = loss.detach() < best_loss if (not any(drops) or it == c.steps) else \
@@ -225,7 +247,8 @@ class PGDCloaker:
                 g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
                 delta = project(delta - step * g.sign() * mask)
         out = best.expand_as(x)
-        self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops}
+        self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops,
+                           "target": None if targets is None else far.tolist()}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
