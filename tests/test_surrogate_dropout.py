@@ -175,3 +175,52 @@ def test_feature_tap_reads_the_chosen_conv_beside_dropout(make):
     with pytest.raises(ConfigError):
         with feature_tap(net, 1.5):
             pass
+
+
+def test_fia_importance_is_the_aggregate_gradient_and_lowers_the_weighted_features():
+    """FIA weights = the normalised mean gradient of the identity cosine w.r.t. the tapped
+    features over pixel-dropped copies; PGD with the term lowers those weighted features more
+    than PGD without it."""
+    from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
+    from nullswap_sdk.errors import ModelNotFoundError
+
+    kw = dict(steps=5, recognisers=("sface",), eps=12.0, psnr_floor=36.0, luminance=True)
+    try:
+        fia = PGDCloaker(PGDConfig(**kw, feature_weight=4.0, feature_mode="fia", fia_copies=3, fia_drop=0.3))
+        plain = PGDCloaker(PGDConfig(**kw))
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g) * 200 + 25, size=(256, 256),
+                                        mode="bicubic").clamp(0, 255).round()
+    with torch.no_grad():
+        ref = fia._embed(0, x, None)[0]
+    w = fia._feature_importance(0, x, ref, torch.Generator().manual_seed(1))
+    # Reference: the same masks, each copy's gradient by plain autograd, summed and normalised.
+    gen, agg = torch.Generator().manual_seed(1), 0
+    for _ in range(3):
+        keep = (torch.rand(2, 1, 256, 256, generator=gen) >= 0.3).float()
+        xm = (x * keep).requires_grad_()
+        e = fia._embed(0, xm, None)[0]
+        agg = agg + torch.autograd.grad((e * ref).sum(), fia._feat)[0]
+    assert torch.allclose(w, agg / agg.flatten(1).norm(dim=1).view(-1, 1, 1, 1), atol=1e-5)
+    assert torch.allclose(w.flatten(1).norm(dim=1), torch.ones(2), atol=1e-5)
+
+    crops = x.permute(0, 2, 3, 1).byte().numpy()
+    d_fia, d_plain = fia.perturb(crops), plain.perturb(crops)
+    imp = fia._importance[0]
+
+    def weighted(d):
+        with torch.no_grad():
+            fia._embed(0, (x + torch.from_numpy(d).permute(0, 3, 1, 2)).clamp(0, 255), None)
+            return float((imp * fia._feat).flatten(1).sum(1).mean())
+
+    assert weighted(d_fia) < weighted(d_plain)
+
+
+def test_feature_mode_is_checked():
+    from nullswap_sdk.cloakers.pgd import PGDConfig
+
+    for bad in (dict(feature_mode="ila"), dict(fia_copies=0), dict(fia_drop=1.0)):
+        with pytest.raises(ConfigError, match="feature_mode"):
+            PGDConfig(**bad)

@@ -88,6 +88,9 @@ RECIPES: dict[str, Recipe] = {
     "pgd-38-lum-drop90-far": _pgd("pgd-38-lum-drop90, also pulled toward the farthest of 64 UTKFace faces "
                                   "(feature-space target, weight 1)", luminance=True, dropout_fidelity=0.9,
                                   target_pool=TARGET_POOL),
+    "pgd-38-lum-drop90-fia": _pgd("pgd-38-lum-drop90 + FIA feature-importance term (conv at depth 0.4, weight 2, "
+                                  "importance from 8 copies with 30 % of pixels dropped)", luminance=True,
+                                  dropout_fidelity=0.9, feature_weight=2.0, feature_depth=0.4, feature_mode="fia"),
     "pgd-net-38-drop90": _pgd("pgd-38-lum-drop90 warm-started from the shipped network's δ, 20 steps", luminance=True,
                               dropout_fidelity=0.9, init="nullswap-net", steps=20),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),

@@ -57,6 +57,13 @@ class PGDConfig:
     # depth away from the clean face's, weighted against the identity cosine; 0: off.
     feature_weight: float = 0.0
     feature_depth: float = 0.5
+    # "distance": push the features away from the clean face's. "fia": feature importance
+    # (FIA, Wang et al. 2021) — lower the features along the identity cosine's gradient with
+    # respect to them, averaged over ``fia_copies`` copies of the face with ``fia_drop`` of the
+    # pixels dropped, so the term follows what identity rests on, not one model's quirks.
+    feature_mode: str = "distance"
+    fia_copies: int = 8
+    fia_drop: float = 0.3
     # Warm start: a network (a shipped model name or a .safetensors path) whose perturbation,
     # times ``init_scale``, is the first iterate instead of 0 — the network's image-specific
     # pattern, refined per image. None: start from 0.
@@ -76,14 +83,18 @@ class PGDConfig:
         lo, hi = self.jpeg_quality
         if (not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0
                 or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
-                or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0):
+                or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0
+                or self.feature_mode not in ("distance", "fia") or self.fia_copies < 1
+                or not 0 <= self.fia_drop < 1):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, grad_blur={self.grad_blur}, "
                               f"dropout_fidelity={self.dropout_fidelity}, feature_weight={self.feature_weight}, "
-                              f"feature_depth={self.feature_depth}, init_scale={self.init_scale}, "
-                              f"target_weight={self.target_weight}",
+                              f"feature_depth={self.feature_depth}, feature_mode={self.feature_mode!r}, "
+                              f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, "
+                              f"init_scale={self.init_scale}, target_weight={self.target_weight}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0, "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
+                                   "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
                                    "init_scale, target_weight >= 0")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
@@ -113,6 +124,7 @@ class PGDCloaker:
         ]
         self._init = _init_network(self.config.init, self.template, self.config.device) if self.config.init else None
         self._pool = None
+        self._importance: list[torch.Tensor] | None = None  # FIA weights of the faces being cloaked
         if self.config.target_pool:
             from .targets import load_target_pool
 
@@ -151,7 +163,9 @@ class PGDCloaker:
         tap = feature_tap(m, self.config.feature_depth) if self.config.feature_weight > 0 else nullcontext([])
         with conv_dropout(m, drop, gen), tap as taps:
             e = F.normalize(m(torch.cat(views, 0)), dim=1)
-        self._feat = taps[0][:B] if taps else None  # the exact view's mid-level features
+        # The exact view's mid-level features (unsliced without EOT views: FIA differentiates
+        # with respect to this very tensor).
+        self._feat = (taps[0] if not n_eot else taps[0][:B]) if taps else None
         return e.reshape(1 + n_eot, B, -1)
 
     def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator,
@@ -166,11 +180,27 @@ class PGDCloaker:
             t = (e * ref).sum(2).mean(0)
             if targets is not None:
                 t = t - self.config.target_weight * (e * targets[k]).sum(2).mean(0)
-            if w > 0:  # relative distance of the mid-level features from the clean face's
+            if w > 0:
                 f0 = self._ref_feats[k]
-                t = t - w * (self._feat - f0).flatten(1).norm(dim=1) / f0.flatten(1).norm(dim=1).clamp_min(1e-6)
+                scale = f0.flatten(1).norm(dim=1).clamp_min(1e-6)
+                if self._importance is not None:  # FIA: importance-weighted features, relative
+                    t = t + w * (self._importance[k] * self._feat).flatten(1).sum(1) / scale
+                else:  # relative distance of the mid-level features from the clean face's
+                    t = t - w * (self._feat - f0).flatten(1).norm(dim=1) / scale
             terms.append(t)
         return torch.stack(terms, 0).mean(0)
+
+    def _feature_importance(self, k: int, x: torch.Tensor, ref: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """FIA's aggregate gradient: d(identity cosine)/d(tapped features), summed over copies
+        of ``x`` with random pixels dropped, unit L2 norm per sample."""
+        c, agg = self.config, None
+        for _ in range(c.fia_copies):
+            keep = (torch.rand(x.shape[0], 1, *x.shape[2:], generator=gen) >= c.fia_drop).to(x)
+            with torch.enable_grad():  # the input carries the graph: surrogate weights are frozen
+                e = self._embed(k, (x * keep).requires_grad_(), None)[0]
+                (g,) = torch.autograd.grad((e * ref).sum(), self._feat)
+            agg = g if agg is None else agg + g
+        return agg / agg.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (agg.dim() - 1))
 
     def _dropout_rate(self, k: int, x: torch.Tensor, ref: torch.Tensor) -> float:
         """Surrogate ``k``'s conv dropout rate for ``dropout_fidelity`` on these faces (0 when off)."""
@@ -200,6 +230,9 @@ class PGDCloaker:
                 refs.append(self._embed(k, x, None)[0])
                 self._ref_feats.append(self._feat)
             drops = [self._dropout_rate(k, x, ref) for k, ref in enumerate(refs)]
+            self._importance = None
+            if c.feature_weight > 0 and c.feature_mode == "fia":
+                self._importance = [self._feature_importance(k, x, ref, gen) for k, ref in enumerate(refs)]
             targets = None
             if self._pool is not None:  # per face, the pool face farthest from it on average
                 far = torch.stack([ref @ pool.T for ref, pool in zip(refs, self._pool)]).mean(0).argmin(1)
