@@ -100,3 +100,51 @@ def test_train_steps_checkpoint_and_resume(tmp_path):
     cloaker = NetworkCloaker(out / "last.safetensors")
     crops = rng.integers(0, 256, (1, 256, 256, 3), dtype=np.uint8)
     assert cloaker.perturb(crops).shape == crops.shape
+
+
+def test_feature_term_replays_the_cloaked_views_transforms():
+    """The LTP feature term: clean and cloaked crops go through the same degradation,
+    re-alignment and dropout masks, so identical crops are at distance 0; the cosines are
+    those of ``cosines`` from the same generator state; the distance is the relative L2 of the
+    tapped conv outputs."""
+    if not _have("sface"):
+        pytest.skip("sface not installed")
+    from nullswap_sdk.network.model import NetworkConfig, working_template
+    from nullswap_sdk.recognisers.model import load_recogniser
+    from nullswap_sdk.recognisers.registry import get_recogniser_config
+    from nullswap_sdk.recognisers.taps import feature_tap
+    from training.config import EOTTrainConfig
+    from training.losses import IdentityLoss
+
+    m = load_recogniser(get_recogniser_config("sface"), "cpu")
+    eot = EOTTrainConfig(p_degrade=1.0, p_jpeg=1.0, p_resize_blur_noise=1.0)
+    loss = IdentityLoss([m], working_template(NetworkConfig()), eot, feature_depth=0.5)
+    loss.drops = [0.02]
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(3, 3, 9, 9, generator=g) * 200 + 25, size=(128, 128),
+                                        mode="bicubic").clamp(0, 255)
+    y = (x + torch.randn(x.shape, generator=g) * 4).clamp(0, 255)
+    refs = loss.references(x)
+
+    cos, dist = loss.terms(x.clone(), refs, torch.Generator().manual_seed(5), clean=x)
+    assert torch.allclose(dist[0], torch.zeros(3), atol=1e-6)  # same views: nothing moved
+    cos, dist = loss.terms(y, refs, torch.Generator().manual_seed(5), clean=x)
+    cos_only = loss.cosines(y, refs, torch.Generator().manual_seed(5))
+    assert torch.allclose(cos[0], cos_only[0], atol=1e-6)
+    assert float(dist[0].min()) > 0.01
+
+    # Without EOT (gen None): the distance by hand, from the conv feature_tap reads.
+    _, d = loss.terms(y, refs, None, clean=x)
+    with torch.no_grad(), feature_tap(m, 0.5) as taps:
+        loss.embed(0, x)
+        loss.embed(0, y)
+    f0, f1 = taps[0].flatten(1), taps[1].flatten(1)
+    assert torch.allclose(d[0], (f1 - f0).norm(dim=1) / f0.norm(dim=1), rtol=1e-5)
+    assert loss.terms(y, refs, None)[1] == []  # no clean crops: cosines only
+
+
+def test_feature_term_config_is_checked():
+    with pytest.raises(ConfigError, match="w_feat"):
+        apply_overrides(TrainConfig(), ["loss.w_feat=-1"])
+    with pytest.raises(ConfigError, match="feature_depth"):
+        apply_overrides(TrainConfig(), ["loss.feature_depth=1.5"])

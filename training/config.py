@@ -64,6 +64,10 @@ class LossConfig:
     # Surrogate conv dropout (DFANet): rates calibrated per recogniser at start so thinned and
     # exact embeddings of clean crops agree at this mean cosine; 1.0 = off.
     dropout_fidelity: float = 1.0
+    # Mid-level feature term (LTP): minus w_feat x the mean relative distance of each
+    # surrogate's conv output at relative depth ``feature_depth`` from the clean crop's; 0: off.
+    w_feat: float = 0.0
+    feature_depth: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ class TrainConfig:
         if not 0.5 <= self.loss.dropout_fidelity <= 1.0:
             raise ConfigError(f"loss.dropout_fidelity must be in [0.5, 1], got {self.loss.dropout_fidelity}",
                               hint="0.9 thins the surrogates gently; 1.0 turns dropout off")
+        if self.loss.w_feat < 0 or not 0.0 <= self.loss.feature_depth <= 1.0:
+            raise ConfigError(f"loss.w_feat must be >= 0 and loss.feature_depth in [0, 1], got "
+                              f"{self.loss.w_feat}, {self.loss.feature_depth}",
+                              hint="w_feat 0 turns the feature term off; depth 0.5 reads the middle conv")
         if not self.recognisers:
             raise ConfigError("at least one white-box recogniser is needed for the identity loss")
         leaked = set(self.recognisers) & set(self.val_recognisers)

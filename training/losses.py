@@ -9,6 +9,8 @@ source photo is the degraded one, the identity to hide is the clean one.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +20,7 @@ from nullswap_sdk.errors import ConfigError
 from nullswap_sdk.faces.align import estimate_similarity, warp_affine_torch
 from nullswap_sdk.faces.templates import Template, get_template
 from nullswap_sdk.recognisers.dropout import calibrate_dropout, conv_dropout
+from nullswap_sdk.recognisers.taps import feature_tap
 
 from .config import EOTTrainConfig
 
@@ -68,11 +71,16 @@ class AlignedEmbedder:
         self.affines = [torch.from_numpy(estimate_similarity(working.points, get_template(m.cfg.template).points)).float()
                         for m in recognisers]
 
-    def embed(self, i: int, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
-        m, s = self.models[i], self.models[i].cfg.input_size
+    def affine(self, i: int, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        """(B, 2, 3) working-crop -> recogniser-crop matrices, jittered when ``gen`` is given."""
+        s = self.models[i].cfg.input_size
         A = self.affines[i].to(x.device).expand(x.shape[0], 2, 3)
-        if gen is not None:
-            A = jitter_affine(A, (s - 1) / 2, self.jitter, gen)
+        return jitter_affine(A, (s - 1) / 2, self.jitter, gen) if gen is not None else A
+
+    def embed(self, i: int, x: torch.Tensor, gen: torch.Generator | None = None,
+              A: torch.Tensor | None = None) -> torch.Tensor:
+        m, s = self.models[i], self.models[i].cfg.input_size
+        A = self.affine(i, x, gen) if A is None else A
         return F.normalize(m(warp_affine_torch(x, A, (s, s))).float(), dim=1)
 
     @torch.no_grad()
@@ -84,7 +92,8 @@ class IdentityLoss(AlignedEmbedder):
     """Cosine between recogniser embeddings of clean and cloaked working crops, per recogniser.
     Refuses validation-only recognisers (faceres): they must never shape the network."""
 
-    def __init__(self, recognisers: list, working: Template, eot: EOTTrainConfig) -> None:
+    def __init__(self, recognisers: list, working: Template, eot: EOTTrainConfig,
+                 feature_depth: float | None = None) -> None:
         for m in recognisers:
             if getattr(m.cfg, "role", "whitebox") != "whitebox":
                 raise ConfigError(f"recogniser {m.cfg.name!r} is validation-only and cannot enter a loss",
@@ -93,6 +102,7 @@ class IdentityLoss(AlignedEmbedder):
                          EOTConfig(rotate_deg=eot.rotate_deg, scale=eot.scale, shift_px=eot.shift_px))
         self.eot = eot
         self.drops = [0.0] * len(recognisers)  # surrogate conv dropout rates (see calibrate_dropout)
+        self.feature_depth = feature_depth  # mid-level conv read by ``terms`` (None: cosines only)
 
     @torch.no_grad()
     def calibrate_dropout(self, x: torch.Tensor, fidelity: float, seed: int = 0) -> list[float]:
@@ -113,12 +123,42 @@ class IdentityLoss(AlignedEmbedder):
     def cosines(self, cloaked: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator | None) -> list[torch.Tensor]:
         """Per recogniser, (B,) cosines of the (degraded, re-aligned) cloaked crops; with ``gen``
         (training) through thinned surrogates when dropout rates are set."""
+        return self.terms(cloaked, refs, gen)[0]
+
+    def terms(self, cloaked: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator | None,
+              clean: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``cosines`` and, given the ``clean`` crops and a ``feature_depth``, per recogniser the
+        (B,) relative distance of the cloaked crops' mid-level features from the clean ones'
+        (LTP, Salzmann et al. 2021: generators trained to disrupt mid-level features transfer
+        across models). Both crops go through the same degradation, re-alignment and dropout
+        masks (the generator is replayed), so the distance is the cloak's alone."""
+        feats = clean is not None and self.feature_depth is not None
+        start = gen.get_state() if gen is not None else None
         x = eot_degrade(cloaked, self.eot, gen) if gen is not None else cloaked
-        out = []
+        x0 = clean
+        if feats and gen is not None:
+            after = gen.get_state()
+            gen.set_state(start)
+            with torch.no_grad():
+                x0 = eot_degrade(clean, self.eot, gen)
+            gen.set_state(after)
+        cos, dist = [], []
         for i, m in enumerate(self.models):
-            with conv_dropout(m, self.drops[i] if gen is not None else 0.0, gen):
-                out.append((self.embed(i, x, gen) * refs[i]).sum(1))
-        return out
+            A = self.affine(i, x, gen)
+            p = self.drops[i] if gen is not None else 0.0
+            with feature_tap(m, self.feature_depth) if feats else nullcontext([]) as taps:
+                if feats:
+                    mask_state = gen.get_state() if gen is not None else None
+                    with torch.no_grad(), conv_dropout(m, p, gen):
+                        self.embed(i, x0, A=A)
+                    if gen is not None:
+                        gen.set_state(mask_state)  # the cloaked pass draws the same dropout masks
+                with conv_dropout(m, p, gen):
+                    cos.append((self.embed(i, x, A=A) * refs[i]).sum(1))
+            if feats:
+                f0, f1 = taps[0].flatten(1).float(), taps[1].flatten(1).float()
+                dist.append((f1 - f0).norm(dim=1) / f0.norm(dim=1).clamp_min(1e-6))
+        return cos, dist
 
 
 def _gauss_window(size: int, sigma: float, device, dtype) -> torch.Tensor:

@@ -73,7 +73,8 @@ class Trainer:
         self.sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed)
         self.steps_per_epoch = cfg.steps_per_epoch or self.sampler.per_epoch
         recs = [_recogniser(n, cfg, dev) for n in cfg.recognisers]
-        self.idloss = IdentityLoss(recs, working_template(cfg.network), cfg.eot)
+        self.idloss = IdentityLoss(recs, working_template(cfg.network), cfg.eot,
+                                   feature_depth=cfg.loss.feature_depth if cfg.loss.w_feat > 0 else None)
         if cfg.loss.dropout_fidelity < 1:  # calibrated on fixed training crops: the same on resume
             probe = torch.from_numpy(np.array(train.crops[:16])).permute(0, 3, 1, 2).float().to(dev)
             drops = self.idloss.calibrate_dropout(probe, cfg.loss.dropout_fidelity, cfg.seed)
@@ -194,8 +195,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             cloaked = self.G(x)
             refs = self.idloss.references(x)
-            cos = self.idloss.cosines(cloaked.float(), refs, self.gen)
+            cos, dist = self.idloss.terms(cloaked.float(), refs, self.gen, clean=x)
             L = [c.float().mean() for c in cos]
+            Lf = [d.float().mean() for d in dist]  # empty when the feature term is off
             w = self.dlw.update([v.item() for v in L], epoch)
             l_id = sum(float(wi) * li for wi, li in zip(w, L))
             cl = cloaked.float()
@@ -204,6 +206,8 @@ class Trainer:
             l_adv = g_adv_loss(self.D(cloaked).float(), lc.adv_mode) if use_adv else cl.new_zeros(())
             ramp = min(1.0, self.step / lc.quality_warmup) if lc.quality_warmup > 0 else 1.0
             loss = lc.w_id * l_id + ramp * (lc.w_mse * l_mse + lc.w_ssim * (1 - s)) + lc.w_adv * l_adv
+            if Lf:
+                loss = loss - lc.w_feat * sum(Lf) / len(Lf)
         if not torch.isfinite(loss):
             raise ConfigError(f"loss became {loss.item()} at step {self.step}", hint="lower lr or resume from best.pt")
         self.opt_g.zero_grad(set_to_none=True)
@@ -223,6 +227,8 @@ class Trainer:
                "psnr": _psnr(mse_px), "adv": l_adv.item(), "d": ld.item(), "grad_norm": gnorm.item()}
         for i, (n, v, wi) in enumerate(zip(self.idloss.names, L, w)):
             rec[f"cos_{n}"], rec[f"w_{n}"] = v.item(), float(wi)
+            if Lf:
+                rec[f"feat_{n}"] = Lf[i].item()
             if "var" in self.dlw.last:  # to judge α against the size of σ² and Δ
                 rec[f"dlwvar_{n}"], rec[f"dlwdelta_{n}"] = self.dlw.last["var"][i], self.dlw.last["delta"][i]
         return rec
