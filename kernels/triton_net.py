@@ -86,9 +86,9 @@ class TritonNullSwapNet:
         if dev.type != "cuda" and not interpreting():
             raise ConfigError(f"the model is on {dev}; the Triton kernels need CUDA",
                               hint="call model.cuda(), or set TRITON_INTERPRET=1 before importing triton")
-        if model.cfg.luminance or model.cfg.texture or model.cfg.universal:
+        if model.cfg.luminance or model.cfg.texture or model.cfg.universal or model.cfg.coarse_width:
             raise ConfigError("the fused kernels implement the RGB, flat-budget network (luminance=False, "
-                              "texture=0, universal=False)", hint="use the torch or onnxruntime backend for this model")
+                              "texture=0, universal=False, coarse_width=0)", hint="use the torch or onnxruntime backend for this model")
         fuse = list(model.fuse)
         if not (isinstance(fuse[0], SEResBlock) and isinstance(fuse[1], DeConv) and isinstance(fuse[3], DeConv)
                 and not isinstance(fuse[0].skip, nn.Identity)):

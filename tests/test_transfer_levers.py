@@ -117,6 +117,29 @@ def test_universal_map_starts_as_the_network_without_it_and_exports():
     assert check_parity(uni, export_onnx(uni)) >= PARITY_MIN_DB
 
 
+def test_coarse_branch_starts_as_the_network_without_it_and_exports():
+    """The S/8 capacity branch: zero residual at init (a grown network is its parent, what
+    ``Trainer.init_from`` relies on), live once its last conv moves; ONNX parity; bad sizes."""
+    from nullswap_sdk.export.onnx import PARITY_MIN_DB, check_parity, export_onnx
+
+    torch.manual_seed(0)
+    kw = dict(size=40, width=8, tail_width=8, luminance=True, texture=1.0)
+    base = NullSwapNet(NetworkConfig(**kw)).eval()
+    grown = NullSwapNet(NetworkConfig(**kw, coarse_width=12, coarse_blocks=2)).eval()
+    missing = grown.load_state_dict(base.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("coarse.") for k in missing)
+    x = _face_like(2, 40)
+    with torch.no_grad():
+        assert torch.equal(grown(x), base(x))
+        grown.coarse[-1].weight.normal_(0, 0.5)
+        d = grown.perturbation(x)
+    assert not torch.allclose(d, base.perturbation(x))
+    assert check_parity(grown, export_onnx(grown)) >= PARITY_MIN_DB
+    for bad in (dict(coarse_width=7), dict(coarse_width=8, size=36), dict(coarse_width=8, coarse_blocks=-1)):
+        with pytest.raises(ConfigError, match="coarse"):
+            NetworkConfig(**{**kw, **bad})
+
+
 def test_universal_map_trains_at_its_own_learning_rate():
     from training.config import TrainConfig
     from training.train import Trainer

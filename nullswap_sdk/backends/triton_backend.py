@@ -30,9 +30,9 @@ class TritonRunner:
         except ImportError as e:
             raise BackendUnavailableError(f"the triton kernels cannot be imported ({e})",
                                           hint="install the GPU extra: pip install 'nullswap-sdk[gpu]'") from e
-        if model.cfg.luminance or model.cfg.texture or model.cfg.universal:
-            raise BackendUnavailableError("the triton kernels do not implement luminance/texture/universal "
-                                          "networks yet",
+        if model.cfg.luminance or model.cfg.texture or model.cfg.universal or model.cfg.coarse_width:
+            raise BackendUnavailableError("the triton kernels do not implement luminance/texture/universal"
+                                          "/coarse networks yet",
                                           hint="use backend='auto' (falls back to torch), or 'torch'")
         # fp16: float16 activations inside the fused Cloaking Block, fp32 accumulation and budget
         act = torch.float16 if precision == "fp16" else torch.float32

@@ -5,7 +5,8 @@ Layout (S = working size, w = deep width, t = tail width; deep branches run at S
     x ─┬─ IdentityExtraction: Conv-BN-ReLU s2, max-pool, 4 SE-ResBlocks ──► id map (w, S/4)
        │    └─ PerturbationBlock: ConvBlock, 3 SE-ResBlocks, ConvBlock, + β·(α·n + η)
        ├─ FeatureBlock: 3 ConvBlocks (two stride 2), 5 SE-ResBlocks ──────► feat (w, S/4)
-       └─ CloakingBlock: [γ·pert, feat] → SE-ResBlock → DeConv → ConvBlock → DeConv (S)
+       └─ CloakingBlock: [γ·pert, feat] (+ optional coarse residual at S/8)
+            → SE-ResBlock → DeConv → ConvBlock → DeConv (S)
             → [·, x] → ConvBlock → ConvBlock → Conv ──► raw (3, S)
 
     delta = feather · eps·tanh(raw), scaled down per image to respect ``psnr_floor``
@@ -69,6 +70,12 @@ class NetworkConfig:
     # universal, aligned-face component beside the image-specific one (zero-initialised, so a
     # network initialised from one without it starts as that network).
     universal: bool = False
+    # Capacity at S/8: a residual branch on the fused [γ·pert, feat] map (stride-2 ConvBlock to
+    # ``coarse_width`` channels, ``coarse_blocks`` SE-ResBlocks, DeConv back, zero-initialised
+    # 1x1 conv) added before the Cloaking Block. At S/8 channels are 4x cheaper per FLOP, and a
+    # network grown from one without it starts exactly as that network. 0: off.
+    coarse_width: int = 0
+    coarse_blocks: int = 4
 
     def __post_init__(self) -> None:
         if self.size < 16 or self.size % 4:
@@ -79,6 +86,10 @@ class NetworkConfig:
             raise ConfigError("block counts must be ≥ 0 and se_reduction ≥ 1")
         if self.eps <= 0 or (self.psnr_floor is not None and self.psnr_floor <= 0):
             raise ConfigError(f"eps and psnr_floor must be > 0, got {self.eps}, {self.psnr_floor}")
+        if self.coarse_width < 0 or self.coarse_width % 2 or self.coarse_blocks < 0 or (
+                self.coarse_width and self.size % 8):
+            raise ConfigError(f"coarse_width must be even ≥ 0 (size a multiple of 8 when on) and coarse_blocks ≥ 0, "
+                              f"got {self.coarse_width}, {self.coarse_blocks} at size {self.size}")
         if self.texture < 0:
             raise ConfigError(f"texture must be ≥ 0, got {self.texture}")
         if self.budget not in ("cap", "fixed"):
@@ -192,6 +203,14 @@ class NullSwapNet(nn.Module):
             ConvBlock(3, w // 2, stride=2), ConvBlock(w // 2, w, stride=2), ConvBlock(w, w),
             *[SEResBlock(w, reduction=r) for _ in range(cfg.feat_blocks)])
         self.gamma = nn.Parameter(torch.tensor(1.0))
+        if cfg.coarse_width:
+            cw = cfg.coarse_width
+            self.coarse = nn.Sequential(
+                ConvBlock(2 * w, cw, stride=2), *[SEResBlock(cw, reduction=r) for _ in range(cfg.coarse_blocks)],
+                DeConv(cw, 2 * w), nn.Conv2d(2 * w, 2 * w, 1))
+            with torch.no_grad():  # zero residual at init: the grown network is its parent
+                self.coarse[-1].weight.zero_()
+                self.coarse[-1].bias.zero_()
         self.fuse = nn.Sequential(SEResBlock(2 * w, w, reduction=r), DeConv(w, w // 2),
                                   ConvBlock(w // 2, t), DeConv(t, t - 3))
         # (t − 3) + 3 input channels = t: a multiple of 8 keeps ONNX Runtime in its blocked
@@ -215,7 +234,10 @@ class NullSwapNet(nn.Module):
         self._check(x)
         xn = x * (1.0 / 127.5) - 1.0
         pert = self.noise(self.perturb_block(self.identity(xn)))
-        h = self.fuse(torch.cat([self.gamma * pert, self.features(xn)], 1))
+        h = torch.cat([self.gamma * pert, self.features(xn)], 1)
+        if self.cfg.coarse_width:
+            h = h + self.coarse(h)
+        h = self.fuse(h)
         raw = self.tail(torch.cat([h, xn], 1))
         c = self.cfg
         if c.universal:
