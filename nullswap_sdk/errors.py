@@ -21,6 +21,7 @@ __all__ = [
     "MissingDependencyError",
     "BackendUnavailableError",
     "ConfigError",
+    "NonDifferentiableError",
 ]
 
 
@@ -93,3 +94,10 @@ class BackendUnavailableError(NullSwapError):
 
 class ConfigError(NullSwapError):
     default_hint = "check the argument against the docstring"
+
+
+class NonDifferentiableError(ConfigError):
+    """Gradients were asked of a model that cannot give them (a validation recogniser run in
+    its own runtime, e.g. dlib): it must never be in a loss."""
+
+    default_hint = "run it under torch.no_grad(); only white-box recognisers may enter a loss"

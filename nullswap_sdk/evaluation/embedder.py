@@ -43,6 +43,7 @@ class PhotoEmbedder:
         # Torch ports for every recogniser: one code path, parity-tested against ONNX Runtime
         # / cv2.dnn to cosine >= 0.9999 (tests/test_recognisers_onnx.py, test_facenet.py).
         # ORT would dequantise SFace's int8 weights on every call (~4x slower here).
+        # dlib-resnet is dlib's own runtime behind a torch module (tests/test_dlib_recogniser.py).
         import torch
 
         from ..recognisers.model import load_recogniser

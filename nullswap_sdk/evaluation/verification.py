@@ -49,7 +49,7 @@ def pair_separation(recognisers: tuple[str, ...], pairs: list[tuple[Path, Path, 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--pairs", type=int, default=300, help="same pairs (and as many different pairs)")
-    ap.add_argument("--recognisers", default="sface,facenet,mobilefacenet,faceres")
+    ap.add_argument("--recognisers", default="sface,facenet,mobilefacenet,faceres,dlib-resnet")
     args = ap.parse_args(argv)
     ids = datasets.lfw_identities()
     _, val = datasets.split_identities(ids)

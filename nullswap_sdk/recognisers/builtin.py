@@ -4,7 +4,9 @@ SFace, FaceNet and the Keras FaceNet (``facenet-keras``, optional fourth surroga
 PyPI packages (installed by scripts/install.sh).
 MobileFaceNet and faceres are research files that we may not redistribute: they are
 looked up under ``NULLSWAP_MODELS_DIR`` (default ``../shared/models`` beside a checkout).
-faceres is validation-only: it must never enter a training or PGD loss.
+faceres is validation-only: it must never enter a training or PGD loss. So is ``dlib-resnet``
+(dlib's ResNet, weights in the PyPI data package face_recognition_models, run by the dlib-bin
+wheel; both in the [dev] extra): it has no gradients at all.
 """
 from __future__ import annotations
 
@@ -93,6 +95,28 @@ FACERES = register_recogniser(
         role="validation",
         license="research/evaluation only; upstream weight licence unverified - never ship",
         description="HSE faceres MobileNet (VGGFace2), 1024-d; validation only, never in a loss",
+    )
+)
+
+DLIB_RESNET = register_recogniser(
+    RecogniserConfig(
+        name="dlib-resnet",
+        input_size=150,
+        template="dlib150",  # YuNet points -> dlib's own 150-px chip (derived empirically, faces/templates.py)
+        normalisation="raw255",  # dlib takes uint8 RGB; the wrapper rounds
+        embedding_dim=128,
+        loader="dlib",  # dlib's C++ runtime (dlib-bin wheel): no gradients
+        package="face_recognition_models",  # PyPI face_recognition_models==0.3.0 (data files only)
+        file="models/dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        role="validation",
+        license="public domain / CC0 1.0 (dlib-models README: Davis King released the models into the public "
+                "domain; face_recognition_models 0.3.0 LICENSE file: CC0 1.0; its setup.py metadata says MIT); "
+                "trained on FaceScrub, VGG Face and web photos; runtime dlib-bin: Boost Software License. "
+                "Validation only - never shipped in our package",
+        description="dlib's metric-learning ResNet (29 conv layers, ~3 M faces, 99.38 % on LFW per the dlib-models "
+                    "README), 128-d; upstream compares raw descriptors by Euclidean distance < 0.6; run through "
+                    "dlib's runtime (no gradients); validation only, never in a loss",
     )
 )
 

@@ -40,8 +40,12 @@ def _build_net(cfg: RecogniserConfig):
         from .keras_h5 import load_facenet_keras_h5
 
         return load_facenet_keras_h5(path)
+    if cfg.loader == "dlib":
+        from .dlib_resnet import load_dlib_resnet
+
+        return load_dlib_resnet(path)
     raise ConfigError(f"recogniser {cfg.name!r}: unknown loader {cfg.loader!r}",
-                      hint="use 'onnx-torch', 'facenet-pb' or 'facenet-keras-h5'")
+                      hint="use 'onnx-torch', 'facenet-pb', 'facenet-keras-h5' or 'dlib'")
 
 
 def _make_wrapper_cls():

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 Normalisation = Literal["raw255", "arcface", "prewhiten"]
-Loader = Literal["onnx-torch", "facenet-pb", "facenet-keras-h5"]
+Loader = Literal["onnx-torch", "facenet-pb", "facenet-keras-h5", "dlib"]
 Role = Literal["whitebox", "validation"]
 
 
@@ -126,8 +126,10 @@ def resolve_file(cfg: RecogniserConfig) -> Path:
     return path
 
 
-# Optional modules a loader needs beyond the core dependencies (h5py is in the [dev] extra).
-_LOADER_MODULES = {"facenet-keras-h5": "h5py"}
+# Optional modules a loader needs beyond the core dependencies (both in the [dev] extra), and
+# the distribution to pip install where its name differs from the import name.
+_LOADER_MODULES = {"facenet-keras-h5": "h5py", "dlib": "dlib"}
+_PIP_NAMES = {"dlib": "dlib-bin==20.0.1.post1"}
 
 
 def available_recognisers() -> tuple[str, ...]:
@@ -145,7 +147,7 @@ def available_recognisers() -> tuple[str, ...]:
         module = _LOADER_MODULES.get(cfg.loader)
         if module is not None and importlib.util.find_spec(module) is None:
             logging.getLogger("nullswap").warning("recogniser %s skipped: its loader needs %s (pip install %s)",
-                                                  name, module, module)
+                                                  name, module, _PIP_NAMES.get(module, module))
             continue
         names.append(name)
     return tuple(names)
