@@ -28,3 +28,18 @@ def test_largest_faces_reads_a_cache_written_from_another_path(tmp_path):
 
 def test_face_key_is_identity_and_file():
     assert _face_key("/x/y/lfw/Ann_Lee/Ann_Lee_0001.jpg") == _face_key("../z/Ann_Lee/Ann_Lee_0001.jpg")
+
+
+def test_a_pgd_recipe_attacks_with_its_own_recognisers():
+    """A recipe naming its recognisers (the fourth-surrogate one) is attacked with them, not the
+    default three (the session-5 k4 recipe silently ran as drop90: same figures), and --loo
+    leaves each of its own out; unavailable ones are dropped; networks attack nothing."""
+    from training.lab import RECIPES, attack_sets
+
+    everything = ("sface", "facenet", "mobilefacenet", "facenet-keras", "faceres")
+    k4 = RECIPES["pgd-38-lum-drop90-k4"]
+    assert attack_sets(k4, everything, False) == [("sface", "facenet", "mobilefacenet", "facenet-keras")]
+    loo = attack_sets(k4, everything, True)
+    assert len(loo) == 5 and all(len(a) == 3 for a in loo[1:]) and ("sface", "facenet", "mobilefacenet") in loo
+    assert attack_sets(RECIPES["pgd-38-lum"], ("sface", "mobilefacenet"), False) == [("sface", "mobilefacenet")]
+    assert attack_sets(RECIPES["net-v1"], everything, True) == [None]

@@ -94,6 +94,10 @@ RECIPES: dict[str, Recipe] = {
                                   dropout_fidelity=0.9, feature_weight=2.0, feature_depth=0.4, feature_mode="fia"),
     "pgd-net-38-drop90": _pgd("pgd-38-lum-drop90 warm-started from the shipped network's δ, 20 steps", luminance=True,
                               dropout_fidelity=0.9, init="nullswap-net", steps=20),
+    "pgd-net-38-drop90-s5": _pgd("pgd-net-38-drop90 with 5 steps (step 2.5·L∞/5): a few seconds per face",
+                                 luminance=True, dropout_fidelity=0.9, init="nullswap-net", steps=5),
+    "pgd-38-lum-drop90-s5": _pgd("pgd-38-lum-drop90 with 5 steps from 0 (the warm start's control)",
+                                 luminance=True, dropout_fidelity=0.9, steps=5),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,
@@ -229,14 +233,21 @@ def blackbox_view(runs: list[dict], available) -> dict:
     return out
 
 
+def attack_sets(recipe: Recipe, available, loo: bool) -> list[tuple[str, ...] | None]:
+    """The recogniser sets a recipe attacks with: its own list (else the three surrogates),
+    then with ``loo`` that list less one at a time; [None] for a network (it attacks nothing here)."""
+    if not recipe.attacks:
+        return [None]
+    own = tuple(r for r in (recipe.overrides.get("recognisers") or SURROGATES) if r in available)
+    return [own] + ([tuple(s for s in own if s != left) for left in own] if loo else [])
+
+
 def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool, save_dir: Path | None) -> dict:
     from nullswap_sdk.evaluation.protocol import EvalConfig, evaluate
 
     cfg = EvalConfig(recognisers=tuple(available), transforms=TRANSFORMS)
     surrogates = tuple(r for r in SURROGATES if r in available)
-    attacks: list[tuple[str, ...] | None] = [surrogates if recipe.attacks else None]
-    if loo and recipe.attacks:
-        attacks += [tuple(s for s in surrogates if s != left) for left in surrogates]
+    attacks = attack_sets(recipe, available, loo)
     runs = []
     for attack in attacks:
         t0 = time.time()
