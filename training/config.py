@@ -29,6 +29,10 @@ class DataConfig:
     val_crops: int = 64  # held-out crops used for periodic validation (distinct identities first)
     pack: str | None = None  # a JPEG crop pack (data.write_pack) instead of detecting: GPU machines
     hflip: float = 0.5  # probability of a horizontal flip (ArcFace layout is near-symmetric)
+    # Distillation targets (training/distill.py: per-crop PGD perturbations under the network's
+    # bound) and the share of each batch drawn from the crops that have one.
+    distill_dir: str | None = None
+    distill_share: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class LossConfig:
     # surrogate's conv output at relative depth ``feature_depth`` from the clean crop's; 0: off.
     w_feat: float = 0.0
     feature_depth: float = 0.5
+    # Distillation: w x (1 − cosine) between the network's perturbation and the crop's PGD
+    # target (data.distill_dir), on the batch samples that have one; 0: off.
+    w_distill: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,13 @@ class TrainConfig:
             raise ConfigError(f"loss.w_feat must be >= 0 and loss.feature_depth in [0, 1], got "
                               f"{self.loss.w_feat}, {self.loss.feature_depth}",
                               hint="w_feat 0 turns the feature term off; depth 0.5 reads the middle conv")
+        if self.loss.w_distill < 0 or (self.loss.w_distill > 0 and not self.data.distill_dir) or not (
+                0 < self.data.distill_share <= 1):
+            raise ConfigError(f"loss.w_distill {self.loss.w_distill} needs data.distill_dir "
+                              f"({self.data.distill_dir!r}) and data.distill_share in (0, 1] "
+                              f"({self.data.distill_share})",
+                              hint="build targets with python -m training.distill --out DIR, then "
+                                   "--set data.distill_dir=DIR")
         if not self.recognisers:
             raise ConfigError("at least one white-box recogniser is needed for the identity loss")
         leaked = set(self.recognisers) & set(self.val_recognisers)

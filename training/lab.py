@@ -98,6 +98,13 @@ RECIPES: dict[str, Recipe] = {
                                  luminance=True, dropout_fidelity=0.9, init="nullswap-net", steps=5),
     "pgd-38-lum-drop90-s5": _pgd("pgd-38-lum-drop90 with 5 steps from 0 (the warm start's control)",
                                  luminance=True, dropout_fidelity=0.9, steps=5),
+    "pgd-38-lum-drop90-l2": _pgd("pgd-38-lum-drop90 with L2-normalised momentum steps (step 3/40 of the PSNR "
+                                 "floor's L2 radius) instead of sign steps", luminance=True, dropout_fidelity=0.9,
+                                 norm="l2"),
+    "pgd-40-lum-drop90-l2": _pgd("pgd-38-lum-drop90-l2 at a 40 dB crop floor", luminance=True, dropout_fidelity=0.9,
+                                 norm="l2", psnr_floor=40.0),
+    "pgd-39-lum-tex-drop90-l2": _pgd("pgd-38-lum-drop90-l2 at a 39 dB crop floor, texture-weighted bound and step",
+                                     luminance=True, dropout_fidelity=0.9, norm="l2", psnr_floor=39.0, texture=1.0),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from nullswap_sdk.errors import ConfigError, NullSwapError
 from nullswap_sdk.network import NullSwapNet, PatchDiscriminator, count_flops, count_params, save_network
@@ -71,6 +72,14 @@ class Trainer:
             train, val = load_crops(cfg.data, cfg.network)
         self.train_set, self.val_set = train, val
         self.sampler = BatchSampler(len(train), cfg.batch_size, cfg.seed)
+        self.distill = None  # (indices into train, targets (N, S, S), sampler, per-batch count)
+        if cfg.loss.w_distill > 0:
+            from .distill import load_targets
+
+            d_idx, d_t = load_targets(cfg.data.distill_dir, len(train), cfg.network.size)
+            k = max(1, min(cfg.batch_size, round(cfg.batch_size * cfg.data.distill_share)))
+            self.distill = (d_idx, d_t, BatchSampler(len(d_idx), k, cfg.seed + 5), k)
+            print(f"[train] distillation: {len(d_idx)} targets, {k} per batch", flush=True)
         self.steps_per_epoch = cfg.steps_per_epoch or self.sampler.per_epoch
         recs = [_recogniser(n, cfg, dev) for n in cfg.recognisers]
         self.idloss = IdentityLoss(recs, working_template(cfg.network), cfg.eot,
@@ -171,12 +180,24 @@ class Trainer:
         return done
 
     # -- one iteration --------------------------------------------------------------------
-    def _batch(self, step: int) -> torch.Tensor:
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Crops (B, 3, S, S) and, when distilling, the first k samples' targets (k, 1, S, S)."""
         idx = np.sort(self.sampler.indices(step))  # sorted: mmap reads stay sequential
+        t = None
+        if self.distill is not None:
+            d_idx, d_t, d_sampler, k = self.distill
+            j = np.sort(d_sampler.indices(step))
+            idx = np.concatenate([d_idx[j], idx[:len(idx) - k]])
+            t = np.array(d_t[j], dtype=np.float32)[:, None]
         x = np.asarray(self.train_set.crops[idx])
         flip = np.random.default_rng([self.cfg.seed, step, 7]).random(len(idx)) < self.cfg.data.hflip
         x[flip] = x[flip, :, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2).float()
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).permute(0, 3, 1, 2).float()
+        if t is not None:
+            tf = flip[:len(t)]
+            t[tf] = t[tf, :, :, ::-1]
+            t = torch.from_numpy(np.ascontiguousarray(t)).to(self.device)
+        return xt, t
 
     def _lr(self, step: int, base: float) -> float:
         r = self.cfg.lr_min_ratio
@@ -187,7 +208,7 @@ class Trainer:
         for opt, base in ((self.opt_g, cfg.lr), (self.opt_d, cfg.lr_d)):
             for g in opt.param_groups:
                 g["lr"] = self._lr(self.step, base) * g.get("mult", 1.0)
-        x = self._batch(self.step)
+        x, target = self._batch(self.step)
         epoch = self.step // self.steps_per_epoch
         use_adv = lc.w_adv > 0 and self.step >= lc.adv_start
         self.G.train()
@@ -208,6 +229,11 @@ class Trainer:
             loss = lc.w_id * l_id + ramp * (lc.w_mse * l_mse + lc.w_ssim * (1 - s)) + lc.w_adv * l_adv
             if Lf:
                 loss = loss - lc.w_feat * sum(Lf) / len(Lf)
+            l_dist = cl.new_zeros(())
+            if target is not None:
+                dg = (cl[:len(target)] - x[:len(target)]).mean(1, keepdim=True)
+                l_dist = 1 - F.cosine_similarity(dg.flatten(1), target.flatten(1), dim=1, eps=1e-6).mean()
+                loss = loss + lc.w_distill * l_dist
         if not torch.isfinite(loss):
             raise ConfigError(f"loss became {loss.item()} at step {self.step}", hint="lower lr or resume from best.pt")
         self.opt_g.zero_grad(set_to_none=True)
@@ -225,6 +251,8 @@ class Trainer:
         mse_px = float((cl.detach() - x).pow(2).mean())
         rec = {"loss": loss.item(), "l_id": l_id.item(), "mse_rel": l_mse.item(), "ssim": s.item(),
                "psnr": _psnr(mse_px), "adv": l_adv.item(), "d": ld.item(), "grad_norm": gnorm.item()}
+        if target is not None:
+            rec["distill"] = l_dist.item()
         for i, (n, v, wi) in enumerate(zip(self.idloss.names, L, w)):
             rec[f"cos_{n}"], rec[f"w_{n}"] = v.item(), float(wi)
             if Lf:

@@ -39,7 +39,14 @@ class PGDConfig:
     template: str = "cloak256"
     steps: int = 40
     eps: float = 8.0  # L∞ bound in 0-255 pixel units
-    step_size: float | None = None  # default: 2.5 * eps / steps
+    step_size: float | None = None  # "linf": pixels (default 2.5 * eps / steps); "l2": see ``norm``
+    # "linf": MI-FGSM sign steps. "l2": momentum of the L2-normalised gradient (weighted by the
+    # per-pixel bound), each step ``step_size`` x the PSNR floor's L2 radius (default
+    # min(0.5, 3 / steps)). Where the PSNR floor binds, sign steps spend the budget on pixels
+    # the gradient barely cares about and the projection then shrinks everything: measured at
+    # the network's crop bound, 5 sign steps left the surrogates' mean cosine at 0.89, 5 L2
+    # steps at 0.61 (training/distill.py).
+    norm: str = "linf"
     psnr_floor: float = 41.0  # dB on the masked crop; the photo's face box lands close to it
     momentum: float = 0.9
     eot_samples: int = 1  # random alignments/degradations per step, beside the exact one
@@ -85,17 +92,19 @@ class PGDConfig:
                 or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
                 or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0
                 or self.feature_mode not in ("distance", "fia") or self.fia_copies < 1
-                or not 0 <= self.fia_drop < 1):
+                or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
+                or (self.step_size is not None and self.step_size <= 0)):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, grad_blur={self.grad_blur}, "
                               f"dropout_fidelity={self.dropout_fidelity}, feature_weight={self.feature_weight}, "
                               f"feature_depth={self.feature_depth}, feature_mode={self.feature_mode!r}, "
                               f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, "
-                              f"init_scale={self.init_scale}, target_weight={self.target_weight}",
+                              f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
+                              f"norm={self.norm!r}, step_size={self.step_size}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0, "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
                                    "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
-                                   "init_scale, target_weight >= 0")
+                                   "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -237,8 +246,12 @@ class PGDCloaker:
             if self._pool is not None:  # per face, the pool face farthest from it on average
                 far = torch.stack([ref @ pool.T for ref, pool in zip(refs, self._pool)]).mean(0).argmin(1)
                 targets = [pool[far] for pool in self._pool]
-        step = c.step_size or 2.5 * c.eps / c.steps
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
+        channels = 1 if c.luminance else 3
+        if c.norm == "l2":  # a fraction of the floor's L2 radius per step
+            step = (c.step_size or min(0.5, 3.0 / c.steps)) * math.sqrt(max_mse * channels * x.shape[2] * x.shape[3])
+        else:
+            step = c.step_size or 2.5 * c.eps / c.steps
         # ``delta`` is the applied perturbation; the feather mask scales its per-pixel
         # bound so it fades to 0 at the crop border (no seam after paste-back), and the
         # texture weight moves the budget from flat skin to textured regions.
@@ -253,7 +266,6 @@ class PGDCloaker:
             d = torch.maximum(torch.minimum(d, bound), -bound)
             return _project_psnr(d.clamp(lo, hi) if c.luminance else (x + d).clamp(0, 255) - x, max_mse)
 
-        channels = 1 if c.luminance else 3
         delta = torch.zeros(x.shape[0], channels, *x.shape[2:], device=x.device)
         if self._init is not None:
             d0 = torch.from_numpy(self._init.perturb(crops)).permute(0, 3, 1, 2).to(x.device) * c.init_scale
@@ -277,8 +289,12 @@ class PGDCloaker:
             with torch.no_grad():
                 if c.grad_blur > 0:
                     grad = gaussian_blur_torch(grad, torch.full((grad.shape[0],), c.grad_blur))
-                g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-                delta = project(delta - step * g.sign() * mask)
+                if c.norm == "l2":
+                    g = c.momentum * g + _unit(grad * mask)
+                    delta = project(delta - step * _unit(g))
+                else:
+                    g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                    delta = project(delta - step * g.sign() * mask)
         out = best.expand_as(x)
         self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops,
                            "target": None if targets is None else far.tolist()}
@@ -296,6 +312,11 @@ def _init_network(name: str, template: str, device: str):
         raise ConfigError(f"PGD init network works on template {net.template!r}, PGD on {template!r}",
                           hint="use a network trained on the PGD template")
     return net
+
+
+def _unit(t: torch.Tensor) -> torch.Tensor:
+    """Each sample scaled to unit L2 norm."""
+    return t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (t.dim() - 1))
 
 
 def _project_psnr(d: torch.Tensor, max_mse: float) -> torch.Tensor:
