@@ -67,15 +67,18 @@ def test_targets_resume_and_trainer_reads_them_beside_their_crops(lfw_rgb, tmp_p
     assert part["done"] == 2
     build_targets(tmp_path / "a", crops, idl, NET, dcfg, 4, key)
     build_targets(tmp_path / "b", crops, idl, NET, dcfg, 4, key)
-    ia, ta = load_targets(tmp_path / "a", 5, 128)
-    ib, tb = load_targets(tmp_path / "b", 5, 128)
+    ia, ta = load_targets(tmp_path / "a", 5, NET)
+    ib, tb = load_targets(tmp_path / "b", 5, NET)
     assert np.array_equal(ia, ib) and np.array_equal(np.asarray(ta), np.asarray(tb)) and len(ia) == 4
     with pytest.raises(ConfigError):
         build_targets(tmp_path / "a", crops, idl, NET, dcfg, 4, {"test": 2})  # another config
     with pytest.raises(ConfigError):
-        load_targets(tmp_path / "a", 6, 128)  # another training set
+        load_targets(tmp_path / "a", 6, NET)  # another training set
     with pytest.raises(ConfigError):
-        load_targets(tmp_path / "missing", 5, 128)
+        load_targets(tmp_path / "a", 5, NetworkConfig(luminance=True, texture=1.0, psnr_floor=40.0))  # another bound
+    load_targets(tmp_path / "a", 5, NetworkConfig(luminance=True, texture=1.0, psnr_floor=41.6, coarse_width=16))
+    with pytest.raises(ConfigError):
+        load_targets(tmp_path / "missing", 5, NET)
 
     cfg = apply_overrides(TrainConfig(), [
         "recognisers=[\"sface\"]", "val_recognisers=[]", "steps=1", "batch_size=3", "device=cpu",

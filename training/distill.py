@@ -99,9 +99,17 @@ def pgd_targets(x: torch.Tensor, idloss, net: NetworkConfig, cfg: DistillConfig,
     return delta.detach(), after
 
 
-def load_targets(folder: str | Path, n_crops: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+_BOUND_FIELDS = ("template", "size", "eps", "psnr_floor", "feather", "luminance", "texture")
+
+
+def _bound_key(net: NetworkConfig) -> dict:
+    """The network fields a target's bound depends on (not its capacity)."""
+    return {f: getattr(net, f) for f in _BOUND_FIELDS}
+
+
+def load_targets(folder: str | Path, n_crops: int, net: NetworkConfig) -> tuple[np.ndarray, np.ndarray]:
     """(indices, targets) of a finished or partial target folder; typed errors when it does not
-    fit the training set it is used with."""
+    fit the training set or the network bound it is used with."""
     d = Path(folder)
     meta_p = d / "meta.json"
     if not meta_p.is_file():
@@ -110,6 +118,10 @@ def load_targets(folder: str | Path, n_crops: int, size: int) -> tuple[np.ndarra
     done = int(meta.get("done", 0))
     idx = np.load(d / "indices.npy")[:done]
     t = np.load(d / "targets.npy", mmap_mode="r")
+    size = net.size
+    if meta.get("bound") != json.loads(json.dumps(_bound_key(net))):
+        raise ConfigError(f"targets in {d} were built under the bound {meta.get('bound')}, the network has "
+                          f"{_bound_key(net)}", hint="rebuild them with the run's network config")
     if t.shape[1:] != (size, size) or (len(idx) and idx.max() >= n_crops) or meta.get("n_train") != n_crops:
         raise ConfigError(f"targets in {d} ({t.shape}, built for {meta.get('n_train')} crops) do not fit this "
                           f"training set ({n_crops} crops of {size} px)", hint="rebuild them with the run's config")
@@ -125,7 +137,7 @@ def build_targets(out: Path, crops: np.ndarray, idloss, net: NetworkConfig, dcfg
     n, s = len(crops), net.size
     out.mkdir(parents=True, exist_ok=True)
     meta_p = out / "meta.json"
-    key = {**key, "n_train": n, "count": count}
+    key = {**key, "bound": _bound_key(net), "n_train": n, "count": count}
     if meta_p.is_file():
         meta = json.loads(meta_p.read_text())
         if {k: meta.get(k) for k in key} != json.loads(json.dumps(key)):

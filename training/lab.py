@@ -101,10 +101,15 @@ RECIPES: dict[str, Recipe] = {
     "pgd-38-lum-drop90-l2": _pgd("pgd-38-lum-drop90 with L2-normalised momentum steps (step 3/40 of the PSNR "
                                  "floor's L2 radius) instead of sign steps", luminance=True, dropout_fidelity=0.9,
                                  norm="l2"),
-    "pgd-40-lum-drop90-l2": _pgd("pgd-38-lum-drop90-l2 at a 40 dB crop floor", luminance=True, dropout_fidelity=0.9,
-                                 norm="l2", psnr_floor=40.0),
-    "pgd-39-lum-tex-drop90-l2": _pgd("pgd-38-lum-drop90-l2 at a 39 dB crop floor, texture-weighted bound and step",
-                                     luminance=True, dropout_fidelity=0.9, norm="l2", psnr_floor=39.0, texture=1.0),
+    # L2 steps put the energy where the gradient is, inside the face: at a 38 dB crop floor the
+    # face box lands at 34.5 dB (sign steps: 37.4), so the floor is raised to compare at equal
+    # face-box PSNR.
+    "pgd-41-lum-drop90-l2": _pgd("pgd-38-lum-drop90-l2 at a 41 dB crop floor", luminance=True, dropout_fidelity=0.9,
+                                 norm="l2", psnr_floor=41.0),
+    "pgd-42-lum-drop90-l2": _pgd("pgd-38-lum-drop90-l2 at a 42 dB crop floor", luminance=True, dropout_fidelity=0.9,
+                                 norm="l2", psnr_floor=42.0),
+    "pgd-41-lum-tex-drop90-l2": _pgd("pgd-41-lum-drop90-l2 with the texture-weighted bound and step", luminance=True,
+                                     dropout_fidelity=0.9, norm="l2", psnr_floor=41.0, texture=1.0),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -76,7 +76,7 @@ class Trainer:
         if cfg.loss.w_distill > 0:
             from .distill import load_targets
 
-            d_idx, d_t = load_targets(cfg.data.distill_dir, len(train), cfg.network.size)
+            d_idx, d_t = load_targets(cfg.data.distill_dir, len(train), cfg.network)
             k = max(1, min(cfg.batch_size, round(cfg.batch_size * cfg.data.distill_share)))
             self.distill = (d_idx, d_t, BatchSampler(len(d_idx), k, cfg.seed + 5), k)
             print(f"[train] distillation: {len(d_idx)} targets, {k} per batch", flush=True)
