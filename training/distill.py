@@ -9,7 +9,7 @@ target that carries where iterated optimisation goes.
 
 Each target is computed under the network's own output bound (``NetworkConfig``: feather
 mask x texture weight x eps on L∞, luminance-only, the crop PSNR floor), so the network can
-represent it exactly. Steps are MI-FGSM sign steps on the recipe's surrogates through their
+represent it exactly. Steps are momentum L2 steps on the recipe's surrogates through their
 jittered re-alignments (training's ``IdentityLoss``), thinned by calibrated conv dropout.
 Writes ``targets.npy`` (N, S, S) float16 luminance δ, ``indices.npy`` (positions in the
 training crop set), ``meta.json``; resumable (chunks already written are kept).

@@ -2,7 +2,8 @@
 
 The perturbation lives on the cloaker's working crop. Each recogniser sees it through
 a differentiable warp to its *own* template (as an attacker's pipeline would align),
-optionally jittered and degraded (EOT). Updates are momentum sign steps (MI-FGSM),
+optionally jittered and degraded (EOT). Updates are momentum sign steps (MI-FGSM) or
+momentum L2-normalised steps (``norm``),
 projected on an L∞ ball and then onto a PSNR floor (an L2 ball) so quality is bounded
 by construction.
 """
