@@ -119,7 +119,14 @@ def _prewhiten(x: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cv2_net(pb_path):
     cv2 = pytest.importorskip("cv2")
+    _need_tf_importer(cv2)
     return cv2.dnn.readNetFromTensorflow(str(pb_path))
+
+
+def _need_tf_importer(cv2) -> None:
+    # The reference runtime: OpenCV 5.1 removed the TensorFlow importer (pyproject pins < 5.1).
+    if not hasattr(cv2.dnn, "readNetFromTensorflow"):
+        pytest.skip(f"OpenCV {cv2.__version__} has no TensorFlow importer (the reference runtime); install <5.1")
 
 
 def _cv2_embed(ref, x: np.ndarray) -> np.ndarray:
@@ -282,6 +289,7 @@ def test_tf_conv_matches_cv2_dnn(hw, stride, padding):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
     x = rng.standard_normal((1, 2, *hw)).astype(np.float32)
+    _need_tf_importer(cv2)
     ref = cv2.dnn.readNetFromTensorflow(np.frombuffer(_conv_graph(w, hw, stride, padding), np.uint8))
     ref.setInput(x)
     expected = ref.forward()
