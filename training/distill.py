@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nullswap_sdk.cloakers.pgd import _project_psnr, _unit
 from nullswap_sdk.cloakers.texture import default_radius, texture_weight
 from nullswap_sdk.errors import ConfigError
 from nullswap_sdk.faces.paste import feather_mask
@@ -61,14 +62,9 @@ def network_bound(x: torch.Tensor, net: NetworkConfig) -> torch.Tensor:
 
 
 def _project(d: torch.Tensor, bound: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, max_mse: float) -> torch.Tensor:
+    """Onto the per-pixel bound, the valid pixel range and the PSNR floor (as PGD projects)."""
     d = torch.maximum(torch.minimum(d, bound), -bound)
-    d = torch.maximum(torch.minimum(d, hi), lo)
-    mse = d.pow(2).mean(dim=(1, 2, 3), keepdim=True)
-    return d * torch.clamp(torch.sqrt(max_mse / mse.clamp_min(1e-12)), max=1.0)
-
-
-def _unit(t: torch.Tensor) -> torch.Tensor:
-    return t / t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (t.dim() - 1))
+    return _project_psnr(torch.maximum(torch.minimum(d, hi), lo), max_mse)
 
 
 def pgd_targets(x: torch.Tensor, idloss, net: NetworkConfig, cfg: DistillConfig,
@@ -77,10 +73,10 @@ def pgd_targets(x: torch.Tensor, idloss, net: NetworkConfig, cfg: DistillConfig,
     crop's mean cosine on the exact surrogates (exact alignment) after it."""
     if not net.luminance:
         raise ConfigError("distillation targets are luminance-only", hint="use a recipe with network.luminance=true")
-    bound = network_bound(x, net)
-    lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
     if not net.psnr_floor:
         raise ConfigError("distillation targets need the network's PSNR floor", hint="set network.psnr_floor")
+    bound = network_bound(x, net)
+    lo, hi = (-x).amax(1, keepdim=True), (255 - x).amin(1, keepdim=True)
     max_mse = 255.0 ** 2 / 10 ** (net.psnr_floor / 10)
     radius = (max_mse * x[0, 0].numel()) ** 0.5  # the floor's L2 radius of a (1, S, S) δ
     w = bound / net.eps  # steps follow the bound: the texture weight steers where energy goes
