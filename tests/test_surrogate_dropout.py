@@ -72,6 +72,28 @@ def test_dropout_keeps_the_expected_activation():
     assert abs(float(thinned / exact) - 1) < 0.02
 
 
+def test_pool_masks_are_bernoulli_and_fresh_per_call():
+    """Masks are windows of one random pool at generator-drawn offsets: each keeps the asked
+    share, consecutive calls differ, a tensor larger than half the pool is still covered by
+    independent windows."""
+    from nullswap_sdk.recognisers import dropout as D
+
+    g = torch.Generator().manual_seed(0)
+    big = torch.Size([3, 7, 311, 353])  # > half the pool: several windows
+    assert math.prod(big) > D._POOL_SIZE // 2
+    for keep in (0.7, 1 - 1e-4):
+        m = D._keep_mask(big, keep, torch.device("cpu"), g)
+        assert m.shape == big and abs(float(m.float().mean()) - keep) < 3e-3
+    a, b = (D._keep_mask(torch.Size([4, 9, 13]), 0.5, torch.device("cpu"), g) for _ in range(2))
+    assert not torch.equal(a, b)
+    # The second window starts at its own offset: not the first one's continuation in the pool.
+    chunk = D._POOL_SIZE // 2
+    m = D._keep_mask(big, 0.5, torch.device("cpu"), torch.Generator().manual_seed(1)).flatten()
+    offs = torch.randint(0, D._POOL_SIZE - chunk + 1, (2,), generator=torch.Generator().manual_seed(1)).tolist()
+    pool = D._pool(torch.device("cpu")) < round(0.5 * D._POOL_LEVELS)
+    assert torch.equal(m[chunk:chunk + 1000], pool[offs[1]:offs[1] + 1000]) and offs[1] != offs[0] + chunk
+
+
 def test_dropout_rejects_bad_rates_and_convless_models():
     with pytest.raises(ConfigError):
         with conv_dropout(_conv_net(), 0.7):

@@ -29,6 +29,22 @@ def test_texture_weight_moves_budget_to_texture():
     assert torch.equal(texture_weight(x, power=0.0), torch.ones_like(w))
 
 
+def test_detail_texture_weight_ignores_shading():
+    """Left: steep smooth shading (4 grey levels per px, as on the side of a nose); right: fine
+    ±3 detail. Local std ranks the shading as more texture; the detail measure ranks it as flat."""
+    h, w = 47, 61  # odd on purpose
+    x = torch.full((1, 3, h, w), 128.0)
+    x[..., : w // 2] = 40 + 4.0 * torch.arange(w // 2, dtype=torch.float32)
+    ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w - w // 2), indexing="ij")
+    x[..., w // 2:] += 3.0 * (1 - 2 * ((ii + jj) % 2)).float()
+    core = (slice(None), slice(None), slice(8, h - 8))
+    std, det = texture_weight(x, radius=4), texture_weight(x, radius=4, detail=True)
+    ramp, fine = (slice(8, w // 2 - 8), slice(w // 2 + 8, w - 8))
+    assert std[core][..., ramp].mean() > 1.5 * std[core][..., fine].mean()
+    assert det[core][..., fine].mean() > 1.5 * det[core][..., ramp].mean()
+    assert float(det.min()) >= 0.3 - 1e-6 and float(det.max()) <= 3.0 + 1e-6
+
+
 @pytest.mark.parametrize("size", [32, 48])
 def test_luminance_network_gives_one_delta_for_rgb(size):
     torch.manual_seed(0)
@@ -73,7 +89,8 @@ def test_triton_kernels_refuse_variants_they_do_not_implement():
     assert e.value.hint
 
 
-@pytest.mark.parametrize("bad", [{"jpeg_p": 1.5}, {"jpeg_quality": (90, 50)}, {"texture": -1.0}, {"grad_blur": -1}])
+@pytest.mark.parametrize("bad", [{"jpeg_p": 1.5}, {"jpeg_quality": (90, 50)}, {"texture": -1.0}, {"grad_blur": -1},
+                                 {"texture_detail": True}])
 def test_bad_levers_are_config_errors(bad):
     from nullswap_sdk.cloakers.pgd import PGDConfig
 
