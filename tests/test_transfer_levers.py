@@ -38,11 +38,17 @@ def test_detail_texture_weight_ignores_shading():
     ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w - w // 2), indexing="ij")
     x[..., w // 2:] += 3.0 * (1 - 2 * ((ii + jj) % 2)).float()
     core = (slice(None), slice(None), slice(8, h - 8))
-    std, det = texture_weight(x, radius=4), texture_weight(x, radius=4, detail=True)
+    std, det = texture_weight(x, radius=4), texture_weight(x, radius=4, detail=1.0)
     ramp, fine = (slice(8, w // 2 - 8), slice(w // 2 + 8, w - 8))
     assert std[core][..., ramp].mean() > 1.5 * std[core][..., fine].mean()
     assert det[core][..., fine].mean() > 1.5 * det[core][..., ramp].mean()
     assert float(det.min()) >= 0.3 - 1e-6 and float(det.max()) <= 3.0 + 1e-6
+    # A geometric blend needs both: shading without fine detail gets nothing from it either.
+    half = texture_weight(x, radius=4, detail=0.5)
+    ratio = [float(w[core][..., fine].mean() / w[core][..., ramp].mean()) for w in (std, half, det)]
+    assert ratio[0] < 1 < 1.5 < min(ratio[1:])
+    with pytest.raises(ConfigError):
+        texture_weight(x, detail=1.5)
 
 
 @pytest.mark.parametrize("size", [32, 48])
@@ -90,7 +96,7 @@ def test_triton_kernels_refuse_variants_they_do_not_implement():
 
 
 @pytest.mark.parametrize("bad", [{"jpeg_p": 1.5}, {"jpeg_quality": (90, 50)}, {"texture": -1.0}, {"grad_blur": -1},
-                                 {"texture_detail": True}])
+                                 {"texture_detail": 1.0}, {"texture": 1.0, "texture_detail": 1.5}])
 def test_bad_levers_are_config_errors(bad):
     from nullswap_sdk.cloakers.pgd import PGDConfig
 

@@ -120,7 +120,10 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-detail-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with the texture weight measured on "
                                         "fine detail, not local std (shading gets no budget)", luminance=True,
                                         dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0,
-                                        texture_detail=True),
+                                        texture_detail=1.0),
+    "pgd-42-lum-detail50-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 with the texture measure half fine detail, "
+                                          "half local std (geometric mean)", luminance=True, dropout_fidelity=0.9,
+                                          norm="l2", psnr_floor=42.0, texture=1.0, texture_detail=0.5),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

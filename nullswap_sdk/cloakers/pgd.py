@@ -55,7 +55,9 @@ class PGDConfig:
     # Transfer levers (DESIGN.md §4; each measured in the transfer lab, training/lab.py):
     luminance: bool = False  # one δ for R, G and B: no colour tint, more fooling per dB
     texture: float = 0.0  # power of the texture weight on the per-pixel bound and step (0: flat)
-    texture_detail: bool = False  # weight by fine detail, not local std (shading masks nothing)
+    # Share of the texture measure taken from fine detail rather than local std (0: std only):
+    # shading counts as std but masks nothing (cloakers/texture.py).
+    texture_detail: float = 0.0
     jpeg_p: float = 0.0  # probability that an EOT view goes through a differentiable JPEG
     jpeg_quality: tuple[int, int] = (50, 95)
     grad_blur: float = 0.0  # Gaussian σ (px) smoothing the gradient (TI): survives downsampling
@@ -95,7 +97,7 @@ class PGDConfig:
                 or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0
                 or self.feature_mode not in ("distance", "fia") or self.fia_copies < 1
                 or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
-                or (self.texture_detail and self.texture == 0)
+                or not 0 <= self.texture_detail <= 1 or (self.texture_detail > 0 and self.texture == 0)
                 or (self.step_size is not None and self.step_size <= 0)):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, texture_detail={self.texture_detail}, grad_blur={self.grad_blur}, "
@@ -105,7 +107,7 @@ class PGDConfig:
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
                               f"norm={self.norm!r}, step_size={self.step_size}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0 "
-                                   "(texture_detail needs texture > 0), "
+                                   "(texture_detail in [0, 1], > 0 only with texture > 0), "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
                                    "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
                                    "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0")

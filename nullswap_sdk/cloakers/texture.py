@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 __all__ = ["texture_weight", "default_radius", "TEXTURE_MAX"]
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -30,27 +32,32 @@ def default_radius(size: int) -> int:
 
 def texture_weight(x: torch.Tensor, power: float = 1.0, lo: float = 0.3, hi: float = TEXTURE_MAX,
                    radius: int | None = None, floor: float = 2.0,
-                   mask: torch.Tensor | None = None, detail: bool = False) -> torch.Tensor:
+                   mask: torch.Tensor | None = None, detail: float = 0.0) -> torch.Tensor:
     """(B, 1, H, W) weight of float (B, 3, H, W) RGB [0, 255]: (local luminance std + floor)
     ** power, normalised to mean 1 (weighted by ``mask`` when given), clipped to [lo, hi].
 
     ``radius``: local window half-size (default ``default_radius(W)``). ``floor`` (grey levels) keeps sensor-noise-level
     texture from counting as texture. ``power`` 0 gives a flat weight of 1.
-    ``detail``: measure the local RMS of the luminance's fine detail (luminance minus its 3x3
-    mean) instead of its std. The std also counts smooth shading (the sides of the nose, the
-    eye sockets) as texture, yet shading masks nothing: level max's perturbation, given budget
-    there, showed as soft dark blotches on a large face. A linear ramp has no detail at all.
+    ``detail`` in [0, 1]: how much of the measure is the local RMS of the luminance's fine
+    detail (luminance minus its 3x3 mean) rather than its std: std^(1 − detail) · RMS^detail.
+    The std also counts smooth shading (the sides of the nose, the eye sockets) as texture, yet
+    shading masks nothing: level max's perturbation, given budget there, showed as soft dark
+    blotches on a large face. A linear ramp has no detail at all.
     """
+    if not 0.0 <= detail <= 1.0:
+        raise ConfigError(f"texture detail share must be in [0, 1], got {detail}")
     if power == 0:
         return x.new_ones(x.shape[0], 1, *x.shape[2:])
     r = radius if radius is not None else default_radius(int(x.shape[-1]))
     w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     y = (x * w).sum(1, keepdim=True)
-    if detail:
-        std = _box((y - _box(y, 1)) ** 2, r).sqrt()
-    else:
+    std = None
+    if detail < 1:
         m1, m2 = _box(y, r), _box(y * y, r)
         std = (m2 - m1 * m1).clamp_min(0).sqrt()
+    if detail > 0:
+        fine = _box((y - _box(y, 1)) ** 2, r).sqrt()
+        std = fine if std is None else std ** (1 - detail) * fine ** detail
     t = std + floor if power == 1 else (std + floor) ** power
     m = mask if mask is not None else torch.ones_like(t)
     t = t / ((t * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6))

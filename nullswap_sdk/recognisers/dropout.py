@@ -49,7 +49,10 @@ def _pool(device: torch.device) -> torch.Tensor:
 def _keep_mask(shape: torch.Size, keep: float, device: torch.device, gen: torch.Generator | None) -> torch.Tensor:
     """Boolean mask, True with probability ``keep``: pool windows at random offsets (several for
     a tensor larger than half the pool)."""
-    n, pool = math.prod(shape), _pool(device)
+    n = math.prod(shape)
+    if n == 0:
+        return torch.ones(shape, dtype=torch.bool, device=device)
+    pool = _pool(device)
     chunk = _POOL_SIZE // 2
     offs = torch.randint(0, _POOL_SIZE - chunk + 1, (-(-n // chunk),), generator=gen).tolist()
     parts = [pool[o:o + min(chunk, n - i * chunk)] for i, o in enumerate(offs)]
