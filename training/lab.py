@@ -63,6 +63,9 @@ def _levels() -> dict[str, Recipe]:
             for n, lv in LEVELS.items()}
 
 
+# pgd-42-lum-tex-drop90-l2's levers (level max since session 8), shared by its variants.
+_L2_TEX_42 = dict(luminance=True, dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0)
+
 RECIPES: dict[str, Recipe] = {
     **_levels(),
     "net-v1": Recipe("nullswap-net", note="shipped network v1, strength 1"),
@@ -115,15 +118,12 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-s10": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with 10 steps", luminance=True,
                                          dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0, steps=10),
     "pgd-42-lum-tex-drop90-l2-s5": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with 5 steps (each half the floor's "
-                                        "L2 radius)", luminance=True, dropout_fidelity=0.9, norm="l2",
-                                        psnr_floor=42.0, texture=1.0, steps=5),
+                                        "L2 radius)", **_L2_TEX_42, steps=5),
     "pgd-42-lum-detail-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with the texture weight measured on "
-                                        "fine detail, not local std (shading gets no budget)", luminance=True,
-                                        dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0,
+                                        "fine detail, not local std (shading gets no budget)", **_L2_TEX_42,
                                         texture_detail=1.0),
     "pgd-42-lum-detail50-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 with the texture measure half fine detail, "
-                                          "half local std (geometric mean)", luminance=True, dropout_fidelity=0.9,
-                                          norm="l2", psnr_floor=42.0, texture=1.0, texture_detail=0.5),
+                                          "half local std (geometric mean)", **_L2_TEX_42, texture_detail=0.5),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -51,14 +51,14 @@ def texture_weight(x: torch.Tensor, power: float = 1.0, lo: float = 0.3, hi: flo
     r = radius if radius is not None else default_radius(int(x.shape[-1]))
     w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     y = (x * w).sum(1, keepdim=True)
-    std = None
+    measure = None
     if detail < 1:
         m1, m2 = _box(y, r), _box(y * y, r)
-        std = (m2 - m1 * m1).clamp_min(0).sqrt()
+        measure = (m2 - m1 * m1).clamp_min(0).sqrt()  # local std
     if detail > 0:
         fine = _box((y - _box(y, 1)) ** 2, r).sqrt()
-        std = fine if std is None else std ** (1 - detail) * fine ** detail
-    t = std + floor if power == 1 else (std + floor) ** power
+        measure = fine if measure is None else measure ** (1 - detail) * fine ** detail
+    t = measure + floor if power == 1 else (measure + floor) ** power
     m = mask if mask is not None else torch.ones_like(t)
     t = t / ((t * m).sum(dim=(2, 3), keepdim=True) / m.sum(dim=(2, 3), keepdim=True).clamp_min(1e-6))
     return t.clamp(lo, hi)
