@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -252,3 +253,32 @@ def test_small_op_zoo_matches_onnxruntime_with_batch_beyond_declared(tmp_path):
     np.testing.assert_allclose(y2.detach().numpy(), np.concatenate([r[1] for r in refs]), rtol=1e-5, atol=1e-5)
     (y1.sum() + y2.sum()).backward()
     assert torch.isfinite(xt.grad).all() and xt.grad.abs().sum() > 0
+
+
+def test_batchnorm_and_prelu_ports_match_torch_values_and_gradients():
+    """The walker's inference BatchNorm (one multiply-add) and per-channel PReLU (own backward)
+    against F.batch_norm / F.prelu: values and gradients, odd shapes, slopes of both signs."""
+    from nullswap_sdk.recognisers.onnx_torch import _PReluChannel, _batchnorm
+
+    g = torch.Generator().manual_seed(0)
+    for shape in [(3, 5, 7, 9), (2, 6), (1, 4, 11)]:
+        C = shape[1]
+        x = torch.randn(shape, generator=g, dtype=torch.float64).requires_grad_()
+        s, b, m = (torch.randn(C, generator=g, dtype=torch.float64) for _ in range(3))
+        v = torch.rand(C, generator=g, dtype=torch.float64) + 0.1
+        up = torch.randn(shape, generator=g, dtype=torch.float64)
+        bn = _batchnorm({"epsilon": 1e-3}, {})
+        ref = F.batch_norm(x, m, v, s, b, False, 0.0, 1e-3)
+        got = bn(x, s, b, m, v)
+        torch.testing.assert_close(got, ref)
+        torch.testing.assert_close(torch.autograd.grad(got, x, up)[0], torch.autograd.grad(ref, x, up)[0])
+
+        slope = (torch.rand(C, generator=g, dtype=torch.float64) - 0.3).requires_grad_()
+        ref = F.prelu(x, slope)
+        got = _PReluChannel.apply(x, slope)
+        torch.testing.assert_close(got, ref)
+        for a, r in zip(torch.autograd.grad(got, (x, slope), up), torch.autograd.grad(ref, (x, slope), up)):
+            torch.testing.assert_close(a, r)
+    assert torch.autograd.gradcheck(_PReluChannel.apply, (torch.randn(2, 3, 4, dtype=torch.float64,
+                                                                      requires_grad=True),
+                                                          torch.rand(3, dtype=torch.float64, requires_grad=True)))

@@ -92,6 +92,11 @@ def test_pool_masks_are_bernoulli_and_fresh_per_call():
     offs = torch.randint(0, D._POOL_SIZE - chunk + 1, (2,), generator=torch.Generator().manual_seed(1)).tolist()
     pool = D._pool(torch.device("cpu")) < round(0.5 * D._POOL_LEVELS)
     assert torch.equal(m[chunk:chunk + 1000], pool[offs[1]:offs[1] + 1000]) and offs[1] != offs[0] + chunk
+    # The multiply-ready masks are the same masks, scaled: same generator state, same windows.
+    for shape in (big, torch.Size([2, 5, 7]), torch.Size([0, 3])):
+        ref = D._keep_mask(shape, 0.8, torch.device("cpu"), torch.Generator().manual_seed(3)).float() / 0.8
+        got = D._scaled_mask(shape, 0.8, torch.device("cpu"), torch.float32, torch.Generator().manual_seed(3))
+        assert got.shape == shape and torch.equal(got, ref)
 
 
 def test_dropout_rejects_bad_rates_and_convless_models():
