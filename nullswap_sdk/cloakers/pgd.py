@@ -24,6 +24,7 @@ from ..faces.paste import feather_mask
 from ..faces.templates import get_template
 from ..recognisers.builtin import WHITEBOX_DEFAULT
 from ..recognisers.dropout import calibrate_dropout, conv_dropout
+from ..recognisers.skipgrad import has_residuals, skip_gradient
 from ..recognisers.taps import feature_tap
 from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
@@ -73,6 +74,10 @@ class PGDConfig:
     # respect to them, averaged over ``fia_copies`` copies of the face with ``fia_drop`` of the
     # pixels dropped, so the term follows what identity rests on, not one model's quirks.
     feature_mode: str = "distance"
+    # Skip gradient (SGM, recognisers/skipgrad.py): gradients through residual branches times
+    # this, so the attack leans on the low-level features skip connections carry; surrogates
+    # without residuals (sface) are left as they are. 1: off.
+    skip_grad: float = 1.0
     fia_copies: int = 8
     fia_drop: float = 0.3
     # Warm start: a network (a shipped model name or a .safetensors path) whose perturbation,
@@ -97,6 +102,7 @@ class PGDConfig:
                 or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0
                 or self.feature_mode not in ("distance", "fia") or self.fia_copies < 1
                 or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
+                or not 0 < self.skip_grad <= 1
                 or not 0 <= self.texture_detail <= 1 or (self.texture_detail > 0 and self.texture == 0)
                 or (self.step_size is not None and self.step_size <= 0)):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
@@ -105,12 +111,12 @@ class PGDConfig:
                               f"feature_depth={self.feature_depth}, feature_mode={self.feature_mode!r}, "
                               f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, "
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
-                              f"norm={self.norm!r}, step_size={self.step_size}",
+                              f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0 "
                                    "(texture_detail in [0, 1], > 0 only with texture > 0), "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
                                    "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
-                                   "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0")
+                                   "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1]")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -137,6 +143,10 @@ class PGDCloaker:
             torch.from_numpy(estimate_similarity(tpl.points, get_template(m.cfg.template).points)).float()
             for m in self._models
         ]
+        self._skip = [self.config.skip_grad if has_residuals(m) else 1.0 for m in self._models]
+        if self.config.skip_grad < 1 and all(g == 1.0 for g in self._skip):
+            raise ConfigError(f"skip_grad={self.config.skip_grad}: none of {self.config.recognisers} has residual branches",
+                              hint="add a residual surrogate (facenet, facenet-keras) or leave skip_grad at 1")
         self._init = _init_network(self.config.init, self.template, self.config.device) if self.config.init else None
         self._pool = None
         self._importance: list[torch.Tensor] | None = None  # FIA weights of the faces being cloaked
@@ -176,7 +186,7 @@ class PGDCloaker:
             Aj = jitter_affine(A.repeat(n_eot, 1, 1), (s - 1) / 2, c.eot, gen)
             views.append(random_degrade(warp_affine_torch(xr, Aj, (s, s)), c.eot, gen).clamp(0, 255))
         tap = feature_tap(m, self.config.feature_depth) if self.config.feature_weight > 0 else nullcontext([])
-        with conv_dropout(m, drop, gen), tap as taps:
+        with conv_dropout(m, drop, gen), skip_gradient(m, self._skip[k]), tap as taps:
             e = F.normalize(m(torch.cat(views, 0)), dim=1)
         # The exact view's mid-level features (unsliced without EOT views: FIA differentiates
         # with respect to this very tensor).

@@ -215,6 +215,8 @@ def _make_layers():
     import torch.nn.functional as F
     from torch import nn
 
+    from .skipgrad import scale_grad
+
     class TFConv2d(nn.Conv2d):
         """Conv (BN folded into weight/bias) + optional ReLU with TF padding semantics."""
 
@@ -261,8 +263,11 @@ def _make_layers():
             self.up = TFConv2d(b["up"])
             self.scale, self.relu = b["scale"], b["relu"]
 
+        residual_grad = 1.0  # skip-gradient attacks: scale on the branch's gradient (recognisers/skipgrad.py)
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = x + self.scale * self.up(torch.cat([br(x) for br in self.branches], dim=1))
+            r = self.up(torch.cat([br(x) for br in self.branches], dim=1))
+            y = x + self.scale * scale_grad(r, self.residual_grad)
             return F.relu(y) if self.relu else y
 
     class Mixed(nn.Module):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MissingDependencyError, ModelFormatError
+from .skipgrad import scale_grad
 
 __all__ = ["load_onnx_as_torch", "OnnxGraphModule", "SUPPORTED_OPS"]
 
@@ -339,11 +340,20 @@ class OnnxGraphModule(nn.Module):
              [n for n, k2 in last_use.items() if k2 == k and n not in self.outputs])
             for k, (label, fn, ins, out) in enumerate(steps)
         ]
+        # Skip-gradient attacks (recognisers/skipgrad.py): step index -> position of the residual
+        # branch among that Add's inputs; gradients through it are scaled by residual_grad.
+        self._residual = _residual_adds(self._steps)
+        self.has_residuals = bool(self._residual)
+        self.residual_grad = 1.0
 
     def forward(self, x: torch.Tensor):
         env, bufs, post = {self.input_name: x}, self._buffers, self.post_op
-        for label, fn, ins, out, free in self._steps:
-            env[out] = fn(*[env[n] if kind == "env" else (bufs[n] if kind == "buf" else None) for kind, n in ins])
+        rg, res = self.residual_grad, self._residual
+        for k, (label, fn, ins, out, free) in enumerate(self._steps):
+            args = [env[n] if kind == "env" else (bufs[n] if kind == "buf" else None) for kind, n in ins]
+            if rg != 1.0 and k in res:
+                args[res[k]] = scale_grad(args[res[k]], rg)
+            env[out] = fn(*args)
             if post and label in post:
                 for hook in post[label]:
                     env[out] = hook(env[out])
@@ -370,6 +380,40 @@ class OnnxGraphModule(nn.Module):
         for label, *_ in self._steps:
             ops[label] = ops.get(label, 0) + 1
         return f"source={self.source!r}, input={self.input_name!r}, ops={ops}"
+
+
+def _residual_adds(steps: list) -> dict[int, int]:
+    """Residual connections of a replayed graph: ``Add`` steps with two computed inputs where the
+    earlier one (the skip) also feeds, through at least one ``Conv``, the later one (the branch).
+    A spelled-out PReLU (``Relu(x) + slope * (x - |x|)``) adds two functions of one tensor that
+    do not feed each other, so it is not one. Returns step index -> input position of the branch."""
+    producer = {out: k for k, (_, _, _, out, _) in enumerate(steps)}
+    out: dict[int, int] = {}
+    for k, (label, _, ins, _, _) in enumerate(steps):
+        if label != "Add" or len(ins) != 2 or any(kind != "env" for kind, _ in ins):
+            continue
+        (pa, a), (pb, b) = ((i, n) for i, (_, n) in enumerate(ins))
+        if producer.get(a, -1) > producer.get(b, -1):
+            (pa, a), (pb, b) = (pb, b), (pa, a)
+        lo = producer.get(a, -1)  # the skip's producer: the branch's search stops above it
+        stack, seen, reached, conv = [producer.get(b, -1)], set(), False, False
+        while stack:
+            j = stack.pop()
+            if j <= lo or j in seen:
+                continue
+            seen.add(j)
+            jlabel, _, jins, _, _ = steps[j]
+            conv |= jlabel == "Conv"
+            for kind, n in jins:
+                if kind != "env":
+                    continue
+                if n == a:
+                    reached = True
+                else:
+                    stack.append(producer.get(n, -1))
+        if reached and conv:
+            out[k] = pb
+    return out
 
 
 def _build(graph, source: str) -> OnnxGraphModule:
