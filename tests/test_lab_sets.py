@@ -54,3 +54,19 @@ def test_a_pgd_level_is_measured_with_the_surrogates_the_sdk_runs():
     everything = ("sface", "facenet", "mobilefacenet", "facenet-keras", "faceres")
     sdk = Cloaker.from_pretrained(level="max").method.config.recognisers
     assert attack_sets(RECIPES["level-max"], everything, False) == [tuple(sdk)]
+
+
+def test_a_port_of_a_judge_is_no_judge_and_blinds_it_when_attacking():
+    """dlib-torch carries dlib-resnet's weights: it is never measured itself, and a run attacking
+    with it does not count dlib-resnet as black-box (a later run leaving it out does)."""
+    from training.lab import blackbox_view, judges
+
+    available = ("dlib-resnet", "dlib-torch", "faceres", "sface")
+    assert judges(available) == ("dlib-resnet", "faceres", "sface")
+    m = {"cosine": 0.5, "cosine_clean_baseline": 0.9, "top1": 0.2, "top1_clean": 0.9}
+    rec = {"none": m, "jpeg75": m, "resize0.5": m}
+    runs = [{"attack": ["dlib-torch", "sface"], "identity": {r: rec for r in judges(available)}},
+            {"attack": ["sface"], "identity": {r: rec for r in judges(available)}}]
+    view = blackbox_view(runs, available)
+    assert sorted(view) == ["dlib-resnet", "faceres"]
+    assert view["faceres"]["attack"] == ["dlib-torch", "sface"] and view["dlib-resnet"]["attack"] == ["sface"]

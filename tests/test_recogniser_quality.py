@@ -23,5 +23,6 @@ def test_lfw_pair_separation():
     for name, r in res.items():
         assert r["pairs"] >= 70, (name, r)
         assert r["auc"] > 0.95, (name, r)  # model cards report 0.996-0.999 on 600 pairs
-        # dlib's unit descriptors sit close together (100+100 pairs: same 0.951, different 0.835).
-        assert r["cos_same"] > r["cos_diff"] + (0.08 if name == "dlib-resnet" else 0.2), (name, r)
+        # dlib's unit descriptors sit close together (100+100 pairs: same 0.951, different 0.835);
+        # dlib-torch is the same network.
+        assert r["cos_same"] > r["cos_diff"] + (0.08 if name in ("dlib-resnet", "dlib-torch") else 0.2), (name, r)

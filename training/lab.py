@@ -30,6 +30,9 @@ from nullswap_sdk.errors import NullSwapError
 
 SURROGATES = ("sface", "facenet", "mobilefacenet")
 VALIDATION = ("faceres", "dlib-resnet")  # never in any loss: each available one is measured black-box
+# White-box ports of validation recognisers (the same weights): a port judges nothing, and where
+# it attacks, the recogniser it ports is not black-box.
+PORTS = {"dlib-torch": "dlib-resnet"}
 TRANSFORMS = ("jpeg75", "resize0.5")
 # Target faces for targeted recipes: UTKFace photos, in no gallery (they carry no identity), so a
 # target never sits in the search it is meant to fool. Built on first use (_ensure_target_pool).
@@ -147,6 +150,13 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk3-sgm50": _pgd("pgd-42-lum-tex-drop90-l2-sdk3 with the skip gradient at 0.5",
                                                 **_L2_TEX_42, recognisers=("sface", "facenet", "facenet-keras"),
                                                 skip_grad=0.5),
+    # dlib's ResNet as the third surrogate (its CC0 weights ship in face_recognition_models; the
+    # torch port reads them): a ResNet beside SFace's MobileFaceNet and FaceNet's Inception-ResNet.
+    "pgd-42-lum-tex-drop90-l2-dlib3": _pgd("level max's levers against sface, facenet and dlib's ResNet (torch port)",
+                                           **_L2_TEX_42, recognisers=("sface", "facenet", "dlib-torch")),
+    "pgd-42-lum-tex-drop90-l2-sdk4": _pgd("level max's levers against all four shippable surrogates: sface, facenet, "
+                                          "facenet-keras, dlib's ResNet (torch port)", **_L2_TEX_42,
+                                          recognisers=("sface", "facenet", "facenet-keras", "dlib-torch")),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,
@@ -271,12 +281,19 @@ def _kept(rec: dict, t: str) -> dict:
             "top1": round(drop_t / drop, 3) if drop > 0 else None}
 
 
+def judges(available) -> tuple[str, ...]:
+    """The recognisers a lab run measures: every available one but the white-box ports."""
+    return tuple(r for r in available if r not in PORTS)
+
+
 def blackbox_view(runs: list[dict], available) -> dict:
-    """Per recogniser that never saw the cloak: its numbers from the first run that left it out."""
+    """Per recogniser that never saw the cloak (nor a port of it): its numbers from the first
+    run that left it out."""
     out = {}
     for run in runs:
-        for r in available:
-            if r not in run["attack"] and r not in out:
+        seen = set(run["attack"]) | {PORTS[a] for a in run["attack"] if a in PORTS}
+        for r in judges(available):
+            if r not in seen and r not in out:
                 rec = run["identity"][r]
                 out[r] = {**rec["none"], **{f"kept_{t}": _kept(rec, t) for t in TRANSFORMS}, "attack": run["attack"]}
     return out
@@ -294,7 +311,7 @@ def attack_sets(recipe: Recipe, available, loo: bool) -> list[tuple[str, ...] | 
 def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool, save_dir: Path | None) -> dict:
     from nullswap_sdk.evaluation.protocol import EvalConfig, evaluate
 
-    cfg = EvalConfig(recognisers=tuple(available), transforms=TRANSFORMS)
+    cfg = EvalConfig(recognisers=judges(available), transforms=TRANSFORMS)
     surrogates = tuple(r for r in SURROGATES if r in available)
     attacks = attack_sets(recipe, available, loo)
     runs = []
@@ -306,7 +323,7 @@ def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool,
         cloaker.close()
         seen = set(attack if attack is not None else (recipe.overrides.get("recognisers") or recipe.trained_on or surrogates))
         ident = rep["identity"]
-        per_rec = {r: {v: ident[v]["recognisers"][r] for v in ("none", *TRANSFORMS)} for r in available}
+        per_rec = {r: {v: ident[v]["recognisers"][r] for v in ("none", *TRANSFORMS)} for r in judges(available)}
         runs.append({"attack": sorted(seen), "seconds": round(time.time() - t0, 1), "quality": rep["quality"],
                      "identity": per_rec, "per_probe": rep["per_probe"],
                      "seconds_per_face": rep["timing"]["seconds_per_face_median"]})
@@ -406,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         _ensure_target_pool(todo)
         probes, pairs = lab_sets(args.faces, args.wild, args.gallery, args.large)
         out = Path(args.out)
-        gallery = load_gallery(pairs, available, Path("runs/lab_cache"))
+        gallery = load_gallery(pairs, judges(available), Path("runs/lab_cache"))
         for name, recipe in todo.items():
             res = run_recipe(name, recipe, probes, gallery, available, args.loo,
                              out / name if args.pictures else None)

@@ -120,4 +120,23 @@ DLIB_RESNET = register_recogniser(
     )
 )
 
+DLIB_TORCH = register_recogniser(
+    RecogniserConfig(
+        name="dlib-torch",
+        input_size=150,
+        template="dlib150",
+        normalisation="raw255",  # the module subtracts dlib's channel means and divides by 256
+        embedding_dim=128,
+        loader="dlib-torch",  # the same weights as dlib-resnet, replayed in torch (recognisers/dlib_torch.py)
+        package="face_recognition_models",
+        file="models/dlib_face_recognition_resnet_model_v1.dat",
+        sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+        license=DLIB_RESNET.license.replace("Validation only - never shipped in our package",
+                                            "weights read from the installed package, never copied"),
+        description="dlib's ResNet (the dlib-resnet weights) as a differentiable torch module, parsed from "
+                    "the .dat without dlib; parity with dlib's runtime cosine >= 0.9999 (tests/test_dlib_torch.py). "
+                    "A surrogate: where it attacks, dlib-resnet is not a black-box judge",
+    )
+)
+
 WHITEBOX_DEFAULT = ("sface", "facenet")  # both ship in PyPI packages

@@ -44,8 +44,12 @@ def _build_net(cfg: RecogniserConfig):
         from .dlib_resnet import load_dlib_resnet
 
         return load_dlib_resnet(path)
+    if cfg.loader == "dlib-torch":
+        from .dlib_torch import load_dlib_resnet_torch
+
+        return load_dlib_resnet_torch(path)
     raise ConfigError(f"recogniser {cfg.name!r}: unknown loader {cfg.loader!r}",
-                      hint="use 'onnx-torch', 'facenet-pb', 'facenet-keras-h5' or 'dlib'")
+                      hint="use 'onnx-torch', 'facenet-pb', 'facenet-keras-h5', 'dlib' or 'dlib-torch'")
 
 
 def _make_wrapper_cls():

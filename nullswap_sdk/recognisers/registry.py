@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 Normalisation = Literal["raw255", "arcface", "prewhiten"]
-Loader = Literal["onnx-torch", "facenet-pb", "facenet-keras-h5", "dlib"]
+Loader = Literal["onnx-torch", "facenet-pb", "facenet-keras-h5", "dlib", "dlib-torch"]
 Role = Literal["whitebox", "validation"]
 
 
