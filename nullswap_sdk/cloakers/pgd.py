@@ -74,12 +74,12 @@ class PGDConfig:
     # respect to them, averaged over ``fia_copies`` copies of the face with ``fia_drop`` of the
     # pixels dropped, so the term follows what identity rests on, not one model's quirks.
     feature_mode: str = "distance"
+    fia_copies: int = 8
+    fia_drop: float = 0.3
     # Skip gradient (SGM, recognisers/skipgrad.py): gradients through residual branches times
     # this, so the attack leans on the low-level features skip connections carry; surrogates
     # without residuals (sface) are left as they are. 1: off.
     skip_grad: float = 1.0
-    fia_copies: int = 8
-    fia_drop: float = 0.3
     # Warm start: a network (a shipped model name or a .safetensors path) whose perturbation,
     # times ``init_scale``, is the first iterate instead of 0 — the network's image-specific
     # pattern, refined per image. None: start from 0.

@@ -7,8 +7,10 @@ data share, and less on one network's deep quirks. The forward pass, hence every
 cosine, is unchanged: only the direction of the input gradient moves.
 
 Works on both kinds of surrogate module: any module with a ``residual_grad`` attribute — ONNX
-graphs replayed by ``onnx_torch`` (residual ``Add`` nodes found from the graph) and the native
-Inception-ResNet-v1 (``facenet``, ``facenet-keras``) — reads it in its forward pass.
+graphs replayed by ``onnx_torch`` (residual ``Add`` nodes found from the graph), the native
+Inception-ResNet-v1 (``facenet``, ``facenet-keras``) and dlib's ResNet (``dlib-torch``) — reads
+it in its forward pass. SFace is a plain conv stack: nothing to scale. Measured in the lab
+(docs/RESULTS.md, session 11): at 0.5 on SFace + FaceNet it transferred slightly worse.
 """
 from __future__ import annotations
 
