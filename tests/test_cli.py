@@ -124,7 +124,10 @@ def test_readme_set_examples_work_on_their_models():
     assert spans, "README has no --set example any more: drop this test"
     for span in spans:
         model = re.search(r"--model (\S+)", span)
+        level = re.search(r"--level (\S+)", span)
         overrides = re.findall(r"--set ([a-z_]+=\S+)", span)
         kwargs = parse_overrides(argparse.Namespace(steps=None, overrides=overrides))
+        if level:
+            kwargs["level"] = level.group(1)
         with Cloaker.from_pretrained(model.group(1) if model else None, **kwargs):
             pass

@@ -223,3 +223,40 @@ def test_pgd_l2_steps_spend_a_binding_psnr_budget_better_than_sign_steps(lfw_rgb
         PGDConfig(norm="l1")
     with pytest.raises(ConfigError):
         PGDConfig(norm="l2", step_size=0.0)
+
+
+def test_stochastic_ensemble_steps_attack_the_drawn_surrogates_and_score_all(lfw_rgb):
+    """``surrogates_per_step=1`` of two: each step runs one surrogate, both are drawn over the
+    steps, the final iterate is scored on both, and the cloak still lowers both cosines."""
+    import cv2
+
+    from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
+    from nullswap_sdk.errors import ModelNotFoundError
+
+    kw = dict(recognisers=("sface", "facenet"), steps=6, eps=8.0, psnr_floor=40.0, norm="l2", luminance=True)
+    try:
+        pgd = PGDCloaker(PGDConfig(surrogates_per_step=1, **kw))
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
+    h, w = lfw_rgb.shape[:2]
+    crops = cv2.resize(lfw_rgb[h // 8:h - h // 8, w // 8:w - w // 8], (256, 256), interpolation=cv2.INTER_AREA)[None]
+    calls: list[tuple[int, bool]] = []
+    embed = pgd._embed
+
+    def counting(k, x, gen, *a, **kw):
+        calls.append((k, x.requires_grad))
+        return embed(k, x, gen, *a, **kw)
+
+    pgd._embed = counting
+    d = pgd.perturb(crops)
+    stepped = [k for k, grad in calls if grad]
+    assert len(stepped) == 6 and set(stepped) == {0, 1}
+    assert [k for k, grad in calls[-2:]] == [0, 1] and not any(g for _, g in calls[-2:])  # final score: both
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    xc = torch.from_numpy(np.clip(crops + d, 0, 255)).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        cos = [float((embed(k, xc, None)[0] * embed(k, x, None)[0]).sum()) for k in range(2)]
+    assert max(cos) < 0.95, cos
+    for bad in (-1, 3):
+        with pytest.raises(ConfigError):
+            PGDConfig(recognisers=("sface", "facenet"), surrogates_per_step=bad)

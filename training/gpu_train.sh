@@ -16,8 +16,9 @@
 #                              last.safetensors, latest.pt (resumable here), metrics.jsonl,
 #                              config.json, train.log, lab/*.md|json or lab_skipped.txt
 #
-# The recipe is training/recipes/current.json (the same file the CPU run uses), started from
-# the shipped default network ($INIT). TINY=1 runs it for 2 steps on the CPU with a tiny batch and a
+# The recipe is the shipped default's, training/recipes/v8_coarse.json (the same file the CPU run
+# uses), started from the shipped default network ($INIT). A recipe of another architecture
+# would copy only the tensors of equal shape (--init-from), so keep the two in step. TINY=1 runs it for 2 steps on the CPU with a tiny batch and a
 # 2-probe lab: CI does that (tests/test_gpu_train_script.py) so this script cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ MODE=${1:-run}
 GPU_DIR=${GPU_DIR:-.gpu}      # what `prepare` writes and `run` reads
 CROPS=${CROPS:-6000}          # train crops in the pack (JPEG q92, ~6 KB each)
 MINUTES=${MINUTES:-8.5}       # training wall time; leaves room for start-up, lab and copying back
-RECIPE=${RECIPE:-training/recipes/current.json}
+RECIPE=${RECIPE:-training/recipes/v8_coarse.json}
 INIT=${INIT:-}                # default: the shipped nullswap-net (manifest), resolved below
 
 if [[ $MODE == prepare ]]; then

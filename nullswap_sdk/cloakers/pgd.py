@@ -80,6 +80,9 @@ class PGDConfig:
     # this, so the attack leans on the low-level features skip connections carry; surrogates
     # without residuals (sface) are left as they are. 1: off.
     skip_grad: float = 1.0
+    # Stochastic ensemble: each step attacks this many of the surrogates, drawn at random
+    # (0: all). A step then costs k / n of a full one; the final iterate is scored on all.
+    surrogates_per_step: int = 0
     # Warm start: a network (a shipped model name or a .safetensors path) whose perturbation,
     # times ``init_scale``, is the first iterate instead of 0 — the network's image-specific
     # pattern, refined per image. None: start from 0.
@@ -103,6 +106,7 @@ class PGDConfig:
                 or self.feature_mode not in ("distance", "fia") or self.fia_copies < 1
                 or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
                 or not 0 < self.skip_grad <= 1
+                or not 0 <= self.surrogates_per_step <= len(self.recognisers)
                 or not 0 <= self.texture_detail <= 1 or (self.texture_detail > 0 and self.texture == 0)
                 or (self.step_size is not None and self.step_size <= 0)):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
@@ -111,12 +115,14 @@ class PGDConfig:
                               f"feature_depth={self.feature_depth}, feature_mode={self.feature_mode!r}, "
                               f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, "
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
-                              f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}",
+                              f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}, "
+                              f"surrogates_per_step={self.surrogates_per_step}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0 "
                                    "(texture_detail in [0, 1], > 0 only with texture > 0), "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
                                    "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
-                                   "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1]")
+                                   "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1], "
+                                   "surrogates_per_step in [0, number of recognisers]")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -194,13 +200,16 @@ class PGDCloaker:
         return e.reshape(1 + n_eot, B, -1)
 
     def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator,
-              drops: list[float] | None = None, targets: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Mean identity cosine over recognisers and views, per sample (B,); minus the weighted
-        cosine to each face's target when targeted."""
+              drops: list[float] | None = None, targets: list[torch.Tensor] | None = None,
+              active: list[int] | None = None) -> torch.Tensor:
+        """Mean identity cosine over recognisers (those in ``active``; None: all) and views, per
+        sample (B,); minus the weighted cosine to each face's target when targeted."""
         drops = drops or [0.0] * len(refs)
         w = self.config.feature_weight
         terms = []
         for k, ref in enumerate(refs):
+            if active is not None and k not in active:
+                continue
             e = self._embed(k, x, gen, self.config.eot_samples, drops[k])
             t = (e * ref).sum(2).mean(0)
             if targets is not None:
@@ -292,10 +301,14 @@ class PGDCloaker:
         for it in range(c.steps + 1):
             delta.requires_grad_(it < c.steps)
             # Thinned surrogates steer the steps; the final iterate is scored on the exact ones.
-            loss = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None, targets)
+            active = None
+            if c.surrogates_per_step and it < c.steps:
+                active = torch.randperm(len(refs), generator=gen)[:c.surrogates_per_step].tolist()
+            loss = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None, targets, active)
             with torch.no_grad():
                 # Thinned losses are noisy: with dropout only the exact final score selects.
-                improved = loss.detach() < best_loss if (not any(drops) or it == c.steps) else \
+                # So are losses over a subset of the surrogates.
+                improved = loss.detach() < best_loss if ((not any(drops) and active is None) or it == c.steps) else \
                     torch.zeros_like(best_loss, dtype=torch.bool)
                 best[improved] = delta.detach()[improved]
                 best_loss = torch.where(improved, loss.detach(), best_loss)
