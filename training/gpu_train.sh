@@ -18,8 +18,9 @@
 #
 # The recipe is the shipped default's, training/recipes/v8_coarse.json (the same file the CPU run
 # uses), started from the shipped default network ($INIT). A recipe of another architecture
-# would copy only the tensors of equal shape (--init-from), so keep the two in step. TINY=1 runs it for 2 steps on the CPU with a tiny batch and a
-# 2-probe lab: CI does that (tests/test_gpu_train_script.py) so this script cannot rot.
+# would copy only the tensors of equal shape (--init-from), so keep the two in step.
+# TINY=1 runs it for 2 steps on the CPU with a tiny batch and a 2-probe lab: CI does that
+# (tests/test_gpu_train_script.py) so this script cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-run}
