@@ -154,6 +154,9 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk3-r2": _pgd("level max (sdk3), each step against 2 of the 3 surrogates drawn at "
                                              "random (stochastic ensemble; 2/3 of the cost)", **_SDK3,
                                              surrogates_per_step=2),
+    "pgd-42-lum-tex-drop90-l2-sdk3-r2-s60": _pgd("level max (sdk3), 2 of 3 surrogates per step, 60 steps (each 3/60 of "
+                                                 "the floor's L2 radius): the full recipe's cost", **_SDK3,
+                                                 surrogates_per_step=2, steps=60),
     "pgd-42-lum-tex-drop90-l2-sdk3-e2-s20": _pgd("level max (sdk3), two EOT views per step, 20 steps (3/4 of the cost)",
                                                  **_SDK3, eot_samples=2, steps=20),
     # Skip gradient (SGM): residual branches' gradient halved (facenet, facenet-keras; sface has none).
