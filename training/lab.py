@@ -129,10 +129,8 @@ RECIPES: dict[str, Recipe] = {
                                  norm="l2", psnr_floor=42.0),
     "pgd-41-lum-tex-drop90-l2": _pgd("pgd-41-lum-drop90-l2 with the texture-weighted bound and step", luminance=True,
                                      dropout_fidelity=0.9, norm="l2", psnr_floor=41.0, texture=1.0),
-    "pgd-42-lum-tex-drop90-l2": _pgd("pgd-42-lum-drop90-l2 with the texture-weighted bound and step", luminance=True,
-                                     dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0),
-    "pgd-42-lum-tex-drop90-l2-s10": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with 10 steps", luminance=True,
-                                         dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0, steps=10),
+    "pgd-42-lum-tex-drop90-l2": _pgd("pgd-42-lum-drop90-l2 with the texture-weighted bound and step", **_L2_TEX_42),
+    "pgd-42-lum-tex-drop90-l2-s10": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with 10 steps", **_L2_TEX_42, steps=10),
     "pgd-42-lum-tex-drop90-l2-s5": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with 5 steps (each half the floor's "
                                         "L2 radius)", **_L2_TEX_42, steps=5),
     "pgd-42-lum-detail-drop90-l2": _pgd("pgd-42-lum-tex-drop90-l2 (level max) with the texture weight measured on "
