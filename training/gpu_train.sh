@@ -9,7 +9,8 @@
 # faceres, LFW gallery) runs wherever those exist — here on the CPU box, in CI — and is
 # otherwise skipped with a note saying which command to run here on the returned weights.
 #
-#   1. here (CPU box), once:   bash training/gpu_train.sh prepare        # writes .gpu/ (~50 MB)
+#   1. here (CPU box), once:   bash training/gpu_train.sh prepare        # writes .gpu/ (~42 MiB) and
+#                              checks that it and the tree fit the tool's 64 MiB transfer cap
 #   2. device tool `run`:      command "bash training/gpu_train.sh run", carry [".gpu"],
 #                              timeout_s 600 (training stops itself after $MINUTES)
 #   3. here:                   outputs under the tool's files_at: best.safetensors,
@@ -25,7 +26,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-run}
 GPU_DIR=${GPU_DIR:-.gpu}      # what `prepare` writes and `run` reads
-CROPS=${CROPS:-6000}          # train crops in the pack (JPEG q92, ~6 KB each)
+CROPS=${CROPS:-5000}          # train crops in the pack (JPEG q92, ~5.7 KB each: 5000 ≈ 28 MiB)
+TREE_LIMIT=$((64 * 1024 * 1024))  # the device tool's cap on all that travels: tracked files + untracked + carry
 MINUTES=${MINUTES:-8.5}       # training wall time; leaves room for start-up, lab and copying back
 RECIPE=${RECIPE:-training/recipes/v8_coarse.json}
 INIT=${INIT:-}                # default: the shipped nullswap-net (manifest), resolved below
@@ -41,6 +43,18 @@ for name in ("sface", "mobilefacenet"):
     shutil.copy(verified_file(get_recogniser_config(name)), f"{os.environ['GPU_DIR']}/{name}.onnx")
 PY
     du -sh "$GPU_DIR" && ls -la "$GPU_DIR"
+    # Everything travels together (tracked and untracked-not-ignored files, and the carried pack),
+    # so check the sum here, before a device call is refused for it.
+    sum_sizes() { xargs -0 -r stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+    tree=$(git ls-files -z | sum_sizes)
+    extra=$(git ls-files -z --others --exclude-standard | sum_sizes)
+    pack=$(find "$GPU_DIR" -type f -print0 | sum_sizes)
+    total=$((tree + extra + pack))
+    echo "travels: tracked $((tree >> 20)) MiB + untracked $((extra >> 20)) MiB + $GPU_DIR $((pack >> 20)) MiB = $((total >> 20)) MiB of $((TREE_LIMIT >> 20))"
+    if (( total > TREE_LIMIT - (2 << 20) )); then
+        echo "error: over the device tool's 64 MiB (2 MiB kept spare): lower CROPS, or move large tracked files out of the tree" >&2
+        exit 3
+    fi
     exit 0
 fi
 

@@ -88,6 +88,15 @@ class Trainer:
             probe = torch.from_numpy(np.array(train.crops[:16])).permute(0, 3, 1, 2).float().to(dev)
             drops = self.idloss.calibrate_dropout(probe, cfg.loss.dropout_fidelity, cfg.seed)
             print(f"[train] surrogate dropout {dict(zip(cfg.recognisers, [round(p, 4) for p in drops]))}", flush=True)
+        self.centroids = None  # (has (N,) bool tensor, per surrogate (N, D) tensors) or None
+        if cfg.loss.centroid_mix > 0:
+            from .centroids import identity_centroids
+
+            has, cents = identity_centroids(train.crops, train.sources, train.identities, self.idloss,
+                                            cfg.data.cache_dir, cfg.network.template)
+            self.centroids = (torch.from_numpy(has), [torch.from_numpy(c) for c in cents])
+            print(f"[train] identity centroids for {int(has.sum())} of {len(has)} crops, "
+                  f"mix {cfg.loss.centroid_mix}", flush=True)
         # Validation recognisers: embeddings only, under no_grad; never touch the loss.
         vnames = [n for n in cfg.val_recognisers if self._available(n)]
         self.val_embedder = AlignedEmbedder([_recogniser(n, cfg, dev) for n in vnames],
@@ -181,13 +190,15 @@ class Trainer:
 
     # -- one iteration --------------------------------------------------------------------
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Crops (B, 3, S, S) and, when distilling, the first k samples' targets (k, 1, S, S)."""
+        """Crops (B, 3, S, S) and, when distilling, the first k samples' targets (k, 1, S, S);
+        the crops' training-set indices are left in ``self._idx`` (identity centroids)."""
         idx = np.sort(self.sampler.indices(step))  # sorted: mmap reads stay sequential
         t = None
+        self._idx = idx
         if self.distill is not None:
             d_idx, d_t, d_sampler, k = self.distill
             j = np.sort(d_sampler.indices(step))
-            idx = np.concatenate([d_idx[j], idx[:len(idx) - k]])
+            idx = self._idx = np.concatenate([d_idx[j], idx[:len(idx) - k]])
             t = np.array(d_t[j], dtype=np.float32)[:, None]
         x = np.asarray(self.train_set.crops[idx])
         flip = np.random.default_rng([self.cfg.seed, step, 7]).random(len(idx)) < self.cfg.data.hflip
@@ -216,6 +227,13 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             cloaked = self.G(x)
             refs = self.idloss.references(x)
+            if self.centroids is not None:
+                from .centroids import mix_references
+
+                has, cents = self.centroids
+                j = torch.from_numpy(self._idx)
+                refs = [mix_references(r, c[j].to(r.device), has[j].to(r.device), lc.centroid_mix)
+                        for r, c in zip(refs, cents)]
             cos, dist = self.idloss.terms(cloaked.float(), refs, self.gen, clean=x)
             L = [c.float().mean() for c in cos]
             Lf = [d.float().mean() for d in dist]  # empty when the feature term is off
