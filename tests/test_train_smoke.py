@@ -181,3 +181,5 @@ def test_identity_centroid_references(tmp_path):
     # A second trainer reads the cache instead of embedding again.
     Trainer(cfg, tmp_path / "run2", train, val)
     assert cached[0].stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="centroid_mix"):
+        Trainer(apply_overrides(cfg, ["loss.centroid_mix=1.5"]), tmp_path / "run3", train, val)

@@ -64,7 +64,8 @@ def _key(sources: list[str], names: list[str], template: str, size: int) -> str:
 
 @torch.no_grad()
 def identity_centroids(crops: np.ndarray, sources: list[str], identities: list[str], embedder,
-                       cache_dir: str, template: str, batch: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+                       cache_dir: str, template: str, device: torch.device | str = "cpu",
+                       batch: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
     """(has (N,), per surrogate (N, D) centroids) for the training crops. ``embedder`` is the
     trainer's ``IdentityLoss`` (exact alignment, no dropout here). Only crops of identities with
     ≥ 2 crops are embedded; the rest get zero rows and ``has`` False."""
@@ -77,14 +78,13 @@ def identity_centroids(crops: np.ndarray, sources: list[str], identities: list[s
     need = np.array([i for i, ident in enumerate(identities) if ident and counts[ident] >= 2], dtype=np.int64)
     files = [base.with_name(f"{base.name}_{n}.npy") for n in names]
     embs = []
-    dev = next(embedder.models[0].parameters(), torch.zeros(())).device
     for i, (name, f) in enumerate(zip(names, files)):
         if f.is_file():
             e = np.load(f)
         else:
             t0, parts = time.time(), []
             for b in range(0, len(need), batch):
-                x = torch.from_numpy(np.asarray(crops[need[b:b + batch]])).to(dev).permute(0, 3, 1, 2).float()
+                x = torch.from_numpy(np.asarray(crops[need[b:b + batch]])).to(device).permute(0, 3, 1, 2).float()
                 parts.append(embedder.embed(i, x).cpu().numpy())
                 if (b // batch) % 32 == 31:
                     print(f"[centroids] {name}: {b + len(x)}/{len(need)} crops", flush=True)

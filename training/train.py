@@ -89,11 +89,14 @@ class Trainer:
             drops = self.idloss.calibrate_dropout(probe, cfg.loss.dropout_fidelity, cfg.seed)
             print(f"[train] surrogate dropout {dict(zip(cfg.recognisers, [round(p, 4) for p in drops]))}", flush=True)
         self.centroids = None  # (has (N,) bool tensor, per surrogate (N, D) tensors) or None
+        if not 0.0 <= cfg.loss.centroid_mix <= 1.0:
+            raise ConfigError(f"loss.centroid_mix={cfg.loss.centroid_mix} is outside [0, 1]",
+                              hint="0 keeps each crop's own reference, 1 uses its identity's centroid alone")
         if cfg.loss.centroid_mix > 0:
             from .centroids import identity_centroids
 
             has, cents = identity_centroids(train.crops, train.sources, train.identities, self.idloss,
-                                            cfg.data.cache_dir, cfg.network.template)
+                                            cfg.data.cache_dir, cfg.network.template, dev)
             self.centroids = (torch.from_numpy(has), [torch.from_numpy(c) for c in cents])
             print(f"[train] identity centroids for {int(has.sum())} of {len(has)} crops, "
                   f"mix {cfg.loss.centroid_mix}", flush=True)
