@@ -30,6 +30,7 @@ from nullswap_sdk.network.model import working_template
 from nullswap_sdk.recognisers.model import load_recogniser
 from nullswap_sdk.recognisers.registry import get_recogniser_config, with_file
 
+from .centroids import identity_centroids, mix_references
 from .config import TrainConfig, apply_overrides, config_from_dict, load_config
 from .data import BatchSampler, CropSet, load_crops
 from .dlw import DynamicLossWeighting
@@ -93,8 +94,6 @@ class Trainer:
             raise ConfigError(f"loss.centroid_mix={cfg.loss.centroid_mix} is outside [0, 1]",
                               hint="0 keeps each crop's own reference, 1 uses its identity's centroid alone")
         if cfg.loss.centroid_mix > 0:
-            from .centroids import identity_centroids
-
             has, cents = identity_centroids(train.crops, train.sources, train.identities, self.idloss,
                                             cfg.data.cache_dir, cfg.network.template, dev)
             self.centroids = (torch.from_numpy(has), [torch.from_numpy(c) for c in cents])
@@ -231,12 +230,10 @@ class Trainer:
             cloaked = self.G(x)
             refs = self.idloss.references(x)
             if self.centroids is not None:
-                from .centroids import mix_references
-
                 has, cents = self.centroids
                 j = torch.from_numpy(self._idx)
-                refs = [mix_references(r, c[j].to(r.device), has[j].to(r.device), lc.centroid_mix)
-                        for r, c in zip(refs, cents)]
+                hj = has[j].to(x.device)
+                refs = [mix_references(r, c[j].to(r.device), hj, lc.centroid_mix) for r, c in zip(refs, cents)]
             cos, dist = self.idloss.terms(cloaked.float(), refs, self.gen, clean=x)
             L = [c.float().mean() for c in cos]
             Lf = [d.float().mean() for d in dist]  # empty when the feature term is off
