@@ -24,12 +24,14 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .cloaker import Cloaker, FaceResult
+    from .cloakers.reference import IdentityReference
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Cloaker",
     "FaceResult",
+    "IdentityReference",
     "__version__",
     "NullSwapError",
     "InputError",
@@ -51,4 +53,8 @@ def __getattr__(name: str):
         from . import cloaker
 
         return getattr(cloaker, name)
+    if name == "IdentityReference":
+        from .cloakers.reference import IdentityReference
+
+        return IdentityReference
     raise AttributeError(f"module 'nullswap_sdk' has no attribute {name!r}")

@@ -27,10 +27,12 @@ def check_output(dst: Path, opts: WriteOptions) -> None:
         raise OutputExistsError(f"{dst} already exists", hint="choose another -o, or pass --overwrite")
 
 
-def cloak_file(cloaker, src: Path | str, dst: Path, opts: WriteOptions, *, data: bytes | None = None) -> list:
+def cloak_file(cloaker, src: Path | str, dst: Path, opts: WriteOptions, *, data: bytes | None = None,
+               reference=None) -> list:
     """Decode ``src`` (or ``data``, its bytes read elsewhere, e.g. from an object store: ``src``
     then only names it in errors), cloak every face, write ``dst``
-    atomically in the format its suffix names; returns the ``FaceResult`` list.
+    atomically in the format its suffix names; returns the ``FaceResult`` list. ``reference``:
+    an ``IdentityReference`` for the cloak (``Cloaker.reference``).
 
     Raises the typed errors of ``load_image`` / ``save_image`` (messages name ``src``).
     A photo without faces is written unchanged (metadata policy applied).
@@ -38,7 +40,7 @@ def cloak_file(cloaker, src: Path | str, dst: Path, opts: WriteOptions, *, data:
     from .imageio import load_image, save_image
 
     img = load_image(src if data is None else data, name=str(src))
-    out, faces = cloaker.cloak(img.rgb, return_faces=True)
+    out, faces = cloaker.cloak(img.rgb, return_faces=True, reference=reference)
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_image(dst, out, format=None, quality=opts.quality, alpha=img.alpha,
                exif=img.exif if opts.keep_metadata else None, icc_profile=img.icc_profile,

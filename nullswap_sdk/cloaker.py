@@ -20,6 +20,8 @@ from .faces.templates import get_template
 if TYPE_CHECKING:
     import torch
 
+    from .cloakers.reference import IdentityReference
+
 __all__ = ["Cloaker", "FaceResult", "DEFAULT_MODEL"]
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class FaceResult:
     linf: float  # max |perturbation| applied on the crop, pixel units (0-255)
     psnr_crop: float  # PSNR of the perturbation on the aligned crop, dB
     strength: float = 1.0  # the strength factor that was applied (see ``Cloaker.strength``)
+    reference: bool = False  # an identity reference (``Cloaker.reference``) was matched and used
 
 
 class Cloaker:
@@ -205,15 +208,52 @@ class Cloaker:
         return cloak_frames(self, frames, fps=fps, lookahead=lookahead, image_format=image_format,
                             detect_every=detect_every, **kw)
 
+    def reference(self, photos: Sequence[Any], image_format: str = "RGB") -> "IdentityReference":
+        """An identity reference from other photos of the person to protect (per-image models:
+        ``level="max"``), to pass as ``cloak(image, reference=...)``.
+
+        ``photos``: (H, W, 3) uint8 arrays in ``image_format`` order, or image file paths; the
+        largest face of each is used, photos without a face are skipped (``NoFaceError`` when
+        none has one). Use photos that are not themselves being published or cloaked now; a
+        few (2-5) are enough. The result holds embeddings only and can be ``save``d.
+        """
+        from .errors import NoFaceError
+        from .imageio import load_image
+
+        method = self._open_method()
+        if not callable(getattr(method, "embed_reference", None)):
+            raise ConfigError(f"model {getattr(method, 'name', '?')!r} does not take identity references",
+                              hint="references steer per-image optimisation: use level='max'")
+        if isinstance(photos, (str, np.ndarray)) or not len(photos):
+            raise ConfigError("reference photos must be a non-empty list of images or paths",
+                              hint="e.g. cloaker.reference(['me_1.jpg', 'me_2.jpg'])")
+        crops = []
+        with self._lock:
+            for p in photos:
+                rgb = _as_rgb(p, image_format) if isinstance(p, np.ndarray) else load_image(p).rgb
+                found = self.detector.detect(rgb)
+                if found:
+                    crops.append(align_face(rgb, max(found, key=lambda f: f.size).landmarks, self._template)[0])
+            if not crops:
+                raise NoFaceError(f"no face found in any of the {len(photos)} reference photos",
+                                  hint="pass photos with one clear face of the person each")
+            return method.embed_reference(np.stack(crops))
+
+    def check_reference(self, reference: "IdentityReference") -> None:
+        """``ConfigError`` unless this cloaker can use ``reference`` (e.g. one loaded with
+        ``IdentityReference.load``): a per-image model attacking the surrogates it was built for."""
+        _check_reference(self._open_method(), reference)
+
     @overload
     def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: Sequence[Any] | None = ...,
-              strength: float | None = ..., return_faces: Literal[False] = ...) -> np.ndarray: ...
+              strength: float | None = ..., reference: "IdentityReference | None" = ...,
+              return_faces: Literal[False] = ...) -> np.ndarray: ...
     @overload
     def cloak(self, image: np.ndarray, image_format: str = ..., *, faces: Sequence[Any] | None = ...,
-              strength: float | None = ...,
+              strength: float | None = ..., reference: "IdentityReference | None" = ...,
               return_faces: Literal[True]) -> tuple[np.ndarray, list[FaceResult]]: ...
 
-    def cloak(self, image, image_format="RGB", *, faces=None, strength=None, return_faces=False):
+    def cloak(self, image, image_format="RGB", *, faces=None, strength=None, reference=None, return_faces=False):
         """Cloak every face of a photo.
 
         Args:
@@ -224,6 +264,9 @@ class Cloaker:
                 insightface ``Face`` objects (``bbox``/``kps``/``det_score``), or dicts/objects
                 with those fields, in ``image`` pixel coordinates (see ``faces.interop``).
             strength: perturbation scale for this call (default: ``self.strength``).
+            reference: an ``IdentityReference`` (``Cloaker.reference``) of the person to
+                protect: the faces that match it are cloaked away from the person, not only
+                from this photo (``FaceResult.reference`` says which). Per-image models only.
             return_faces: also return one ``FaceResult`` per cloaked face (box, landmarks,
                 score, strength applied, L∞ and PSNR of the perturbation on the crop).
         Returns:
@@ -233,6 +276,7 @@ class Cloaker:
         method = self._open_method()
         s = self._call_strength(strength)
         rgb = _as_rgb(image, image_format)
+        _check_reference(method, reference)
         if faces is not None:
             faces = as_faces(faces)
         with self._lock:
@@ -244,11 +288,16 @@ class Cloaker:
             if faces:
                 aligned = [align_face(rgb, f.landmarks, self._template) for f in faces]
                 crops = np.stack([c for c, _ in aligned])
-                deltas = _scaled_deltas(method, crops, s)
-                for face, (_, M), delta in zip(faces, aligned, deltas):
+                deltas = _scaled_deltas(method, crops, s, reference)
+                used = (getattr(method, "last_stats", {}).get("reference") if reference is not None and s > 0
+                        else None) or [False] * len(faces)
+                for face, (_, M), delta, ref in zip(faces, aligned, deltas, used):
                     if s > 0:
                         out = paste_delta(out, delta, M, feather=0.0, out=out)
-                    results.append(_face_result(face, delta, s))
+                    results.append(_face_result(face, delta, s, bool(ref)))
+                if reference is not None and s > 0 and not any(used):
+                    log.warning("the identity reference matched none of the %d face(s); cloaked without it",
+                                len(faces))
         if image_format.upper() == "BGR":
             out = _swap_rb(out)
         return (out, results) if return_faces else out
@@ -364,11 +413,26 @@ def _check_strength(value) -> float:
     return s
 
 
-def _scaled_deltas(method: CloakMethod, crops: np.ndarray, strength: float) -> np.ndarray:
+def _check_reference(method: CloakMethod, reference) -> None:
+    from .cloakers.reference import IdentityReference
+
+    if reference is None:
+        return
+    if not isinstance(reference, IdentityReference):
+        raise ConfigError(f"reference must be an IdentityReference, got {type(reference).__name__}",
+                          hint="build one with cloaker.reference(photos)")
+    if not callable(getattr(method, "embed_reference", None)):
+        raise ConfigError(f"model {getattr(method, 'name', '?')!r} does not take identity references",
+                          hint="references steer per-image optimisation: use level='max'")
+    method.check_reference(reference)
+
+
+def _scaled_deltas(method: CloakMethod, crops: np.ndarray, strength: float, reference=None) -> np.ndarray:
     """(B, S, S, 3) float32 perturbation scaled by ``strength``, kept inside 0..255."""
     if len(crops) == 0 or strength == 0.0:
         return np.zeros(crops.shape, np.float32)
-    delta = np.asarray(method.perturb(crops), dtype=np.float32)
+    raw = method.perturb(crops) if reference is None else method.perturb(crops, reference=reference)
+    delta = np.asarray(raw, dtype=np.float32)
     if strength != 1.0:
         c = crops.astype(np.float32)
         delta *= strength
@@ -400,7 +464,7 @@ def _swap_rb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
 
 
-def _face_result(face: Face, delta: np.ndarray, strength: float) -> FaceResult:
+def _face_result(face: Face, delta: np.ndarray, strength: float, reference: bool = False) -> FaceResult:
     mse = float(np.mean(delta.astype(np.float64) ** 2))
     return FaceResult(
         box=tuple(float(v) for v in face.box),
@@ -409,4 +473,5 @@ def _face_result(face: Face, delta: np.ndarray, strength: float) -> FaceResult:
         linf=float(np.abs(delta).max()),
         psnr_crop=float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse)),
         strength=strength,
+        reference=reference,
     )

@@ -17,7 +17,7 @@ def cloaker():
 
 def test_public_api_snapshot():
     assert sorted(nullswap_sdk.__all__) == sorted([
-        "Cloaker", "FaceResult", "__version__", "NullSwapError", "InputError", "ImageDecodeError",
+        "Cloaker", "FaceResult", "IdentityReference", "__version__", "NullSwapError", "InputError", "ImageDecodeError",
         "UnsupportedImageError", "ImageTooLargeError", "OutputExistsError", "ModelError",
         "ModelNotFoundError", "ModelIntegrityError", "ModelFormatError", "MissingDependencyError",
         "ConfigError",

@@ -70,3 +70,27 @@ def test_a_port_of_a_judge_is_no_judge_and_blinds_it_when_attacking():
     view = blackbox_view(runs, available)
     assert sorted(view) == ["dlib-resnet", "faceres"]
     assert view["faceres"]["attack"] == ["dlib-torch", "sface"] and view["dlib-resnet"]["attack"] == ["sface"]
+
+
+def test_reference_photos_are_held_out_of_the_gallery():
+    """``--references K``: every probe's identity has ≥ 2 + K photos, its K reference photos are
+    neither the probe nor in the gallery (the gallery photo is the same as without references),
+    and only recipes that take references get them."""
+    from tests.conftest import data_path
+
+    data_path("lfw")
+    from training.lab import RECIPES, lab_sets
+
+    probes, gallery = lab_sets(12, 2, 560, n_refs=2)
+    plain, gallery0 = lab_sets(12, 2, 560)
+    in_gallery = {str(p) for _, p in gallery}
+    assert len(probes) == 14 and len(gallery) == len(gallery0) >= 500
+    by_id = dict(gallery)
+    assert all(dict(gallery0).get(p.identity, by_id[p.identity]) == by_id[p.identity] for p in probes)
+    for p in probes:
+        assert len(p.references) == 2 and p.clean not in p.references
+        assert not {str(r) for r in p.references} & in_gallery
+        assert all(r.parent == p.clean.parent for r in p.references)  # the same person's folder
+    assert not any(p.references for p in plain)
+    assert RECIPES["level-max-ref"].references and not RECIPES["level-max"].references
+    assert RECIPES["level-max-ref"].overrides == RECIPES["level-max"].overrides

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from nullswap_sdk.cloakers.targets import build_target_pool
-from nullswap_sdk.errors import NullSwapError
+from nullswap_sdk.errors import ConfigError, NullSwapError
 
 SURROGATES = ("sface", "facenet", "mobilefacenet")
 VALIDATION = ("faceres", "dlib-resnet")  # never in any loss: each available one is measured black-box
@@ -51,6 +51,7 @@ class Recipe:
     attacks: bool = False
     note: str = ""
     trained_on: tuple[str, ...] = ()  # a network's loss recognisers (() = the three surrogates)
+    references: bool = False  # given the probes' reference photos (``--references``) as an identity reference
 
 
 def _pgd(note: str, **kw) -> Recipe:
@@ -72,9 +73,14 @@ def _levels() -> dict[str, Recipe]:
             o.setdefault("recognisers", PGDConfig().recognisers)
         return o
 
-    return {f"level-{n}": Recipe(lv.model or "nullswap-net", overrides(lv), strength=lv.strength,
-                                 attacks=lv.model == "pgd", note=f"--level {n} ({lv.description})")
-            for n, lv in LEVELS.items()}
+    out = {f"level-{n}": Recipe(lv.model or "nullswap-net", overrides(lv), strength=lv.strength,
+                                attacks=lv.model == "pgd", note=f"--level {n} ({lv.description})")
+           for n, lv in LEVELS.items()}
+    # Level max given other photos of the person (``--references K``; held out of the gallery).
+    mx = out["level-max"]
+    out["level-max-ref"] = Recipe(mx.model, mx.overrides, mx.strength, attacks=True, references=True,
+                                  note=f"{mx.note}, with the probe's reference photos")
+    return out
 
 
 # pgd-42-lum-tex-drop90-l2's levers (level max since session 8), shared by its variants.
@@ -211,17 +217,23 @@ def _largest_faces(ids: dict, k: int, cache_dir: Path) -> list[tuple[str, Path]]
     return [(n, f) for n, (_, f) in top]
 
 
-def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cache_dir: Path = Path("runs/lab_cache")):
+def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cache_dir: Path = Path("runs/lab_cache"),
+             n_refs: int = 0):
     """(probes, gallery pairs): LFW validation probes (+ celeba-wild ones), gallery of every
-    validation identity with ≥ 2 photos plus distractors up to ``gallery_size`` identities."""
+    validation identity with ≥ 2 photos plus distractors up to ``gallery_size`` identities.
+    ``n_refs`` > 0: probes only of identities with ≥ 2 + n_refs photos, each with n_refs other
+    photos of the person as ``references`` (never the gallery photo)."""
     from nullswap_sdk.evaluation import datasets
     from nullswap_sdk.evaluation.protocol import Probe
 
+    if n_refs and n_large:
+        raise ValueError("--large picks probes by face size, not by photo count: not with --references")
     ids = datasets.lfw_identities()
     train, val = datasets.split_identities(ids)
     val_ids = {n: ids[n] for n in val}
     gallery, _ = datasets.identification_sets(val_ids)
-    _, probe_pairs = datasets.identification_sets(val_ids, max_identities=n_faces)
+    _, probe_pairs = datasets.identification_sets(val_ids, min_images=2 + n_refs, max_identities=n_faces)
+    refs = {n: tuple(datasets.ranked_photos(val_ids, n)[2:2 + n_refs]) for n, _ in probe_pairs} if n_refs else {}
     have = {n for n, _ in gallery}
     # Distractors: validation identities with one photo, then training identities (they are
     # only searched against, never cloaked), in a fixed hash order.
@@ -231,9 +243,11 @@ def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cac
         gallery.append((n, sorted(ids[n])[0]))
     if n_wild:
         wild = datasets.celeba_wild_identities()
-        wg, wp = datasets.identification_sets(wild, max_identities=n_wild)
+        wg, wp = datasets.identification_sets(wild, min_images=2 + n_refs, max_identities=n_wild)
         gallery += [(f"wild-{n}", p) for n, p in wg]
         probe_pairs += [(f"wild-{n}", p) for n, p in wp]
+        if n_refs:
+            refs.update({f"wild-{n}": tuple(datasets.ranked_photos(wild, n)[2:2 + n_refs]) for n, _ in wp})
     if n_large:  # large faces, where an upsampled perturbation shows as bands
         wild = datasets.celeba_wild_identities()
         taken = {str(p) for _, p in probe_pairs}
@@ -244,7 +258,7 @@ def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cac
             other = [f for f in sorted(wild[n]) if f != p]
             if other and (f"wild-{n}", other[0]) not in gallery:
                 gallery.append((f"wild-{n}", other[0]))
-    return [Probe(n, p) for n, p in probe_pairs], gallery
+    return [Probe(n, p, references=refs.get(n, ())) for n, p in probe_pairs], gallery
 
 
 def _ensure_target_pool(todo: dict[str, Recipe]) -> None:
@@ -322,8 +336,15 @@ def attack_sets(recipe: Recipe, available, loo: bool) -> list[tuple[str, ...] | 
 
 
 def run_recipe(name: str, recipe: Recipe, probes, gallery, available, loo: bool, save_dir: Path | None) -> dict:
+    from dataclasses import replace
+
     from nullswap_sdk.evaluation.protocol import EvalConfig, evaluate
 
+    if recipe.references and not any(p.references for p in probes):
+        raise ConfigError(f"recipe {name!r} uses reference photos, and no probe has any",
+                          hint="run the lab with --references K")
+    if not recipe.references:  # the same probes, cloaked without their references (the control)
+        probes = [replace(p, references=()) for p in probes]
     cfg = EvalConfig(recognisers=judges(available), transforms=TRANSFORMS)
     surrogates = tuple(r for r in SURROGATES if r in available)
     attacks = attack_sets(recipe, available, loo)
@@ -388,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wild", type=int, default=0, help="celeba-wild probes (unaligned photos) too")
     ap.add_argument("--large", type=int, default=0, help="celeba-wild photos with the largest faces (≥ 400 px) too")
     ap.add_argument("--gallery", type=int, default=560, help="gallery identities (default 560, ≥ 500)")
+    ap.add_argument("--references", type=int, default=0, metavar="K",
+                    help="probes only of people with ≥ 2 + K photos, K of them held out of the gallery as "
+                         "reference photos for recipes that take them (level-max-ref); the others are the control")
     ap.add_argument("--loo", action="store_true", help="also attack with two surrogates, measure the third")
     ap.add_argument("--pictures", action="store_true", help="save the cloaked probes (PNG) under OUT/NAME/")
     ap.add_argument("--out", default="runs/lab", help="report folder (default runs/lab)")
@@ -434,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
                   + ("" if len(missing) < len(VALIDATION) else ": only left-out surrogates measure transfer"),
                   file=sys.stderr)
         _ensure_target_pool(todo)
-        probes, pairs = lab_sets(args.faces, args.wild, args.gallery, args.large)
+        if args.references and args.large:
+            ap.error("--large picks probes by face size, not by photo count: not with --references")
+        probes, pairs = lab_sets(args.faces, args.wild, args.gallery, args.large, n_refs=args.references)
         out = Path(args.out)
         gallery = load_gallery(pairs, judges(available), Path("runs/lab_cache"))
         for name, recipe in todo.items():

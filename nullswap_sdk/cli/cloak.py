@@ -41,6 +41,11 @@ def add_parser(sub) -> None:
                    help="leave outputs that already exist as they are and count them as skipped, not "
                         "failed: rerun an interrupted batch to finish it")
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
+    c.add_argument("--reference", action="append", default=[], metavar="PHOTO",
+                   help="another photo of the person to protect (repeat for more; 2-5 is enough; use photos "
+                        "you are not publishing) or a saved reference (.npz): --level max then hides the "
+                        "person, not only this photo's pose and light; faces that do not match it are "
+                        "cloaked as usual")
     add_overrides(c, "threads=2")
     c.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="cloak on a Ray cluster (needs the [ray] extra): 'local' starts one here, 'auto' "
@@ -152,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "skip_existing", False) and (args.overwrite or args.in_place):
         raise ConfigError("--skip-existing contradicts --overwrite / --in-place", hint="drop one of them")
     resolve_level(args)
+    if getattr(args, "reference", None) and getattr(args, "ray", None):
+        raise ConfigError("--reference is not supported with --ray", hint="cloak with references in one process")
     pairs = plan_outputs(expand_inputs(args.inputs), args.output, args.in_place)
     skipped = 0
     if getattr(args, "skip_existing", False):
@@ -162,7 +169,15 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "strength", None) is not None:
         cloaker.strength = args.strength
     log.info("%r strength %g on %d file(s)", cloaker, cloaker.strength, len(pairs))
-    tally = {"faces": 0, "noface": 0}
+    tally = {"faces": 0, "noface": 0, "reference": 0}
+    reference = None
+    if getattr(args, "reference", None):
+        try:
+            reference = _load_reference(cloaker, args.reference)
+        except BaseException:
+            cloaker.close()
+            raise
+        log.info("identity reference from %d photo(s)", reference.photos)
     failures: list[tuple[Path, str]] = []
     if getattr(args, "ray", None):  # the model was checked above: a bad one exits 2 before Ray starts
         min_face = cloaker.detector.min_face_size
@@ -173,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         with cloaker, logging_redirect_tqdm():  # log lines above the bar, not through it
             for src, dst in tqdm(pairs, desc="cloak", unit="img", disable=args.quiet or len(pairs) < 2):
                 try:
-                    _cloak_one(cloaker, src, dst, args, tally)
+                    _cloak_one(cloaker, src, dst, args, tally, reference)
                 except NullSwapError as e:
                     failures.append((src, str(e)))
                     log.error("%s: %s", src, e)
@@ -183,8 +198,9 @@ def run(args: argparse.Namespace) -> int:
                     log.debug("traceback", exc_info=True)
     ok = len(pairs) - len(failures)
     if not args.quiet:
-        print(f"{ok}/{len(pairs)} image(s) written, {tally['faces']} face(s) cloaked, "
-              f"{tally['noface']} without faces, {len(failures)} failed"
+        print(f"{ok}/{len(pairs)} image(s) written, {tally['faces']} face(s) cloaked"
+              + (f" ({tally['reference']} matched the reference)" if reference is not None else "")
+              + f", {tally['noface']} without faces, {len(failures)} failed"
               + (f", {skipped} skipped (already written)" if skipped else ""))
         for src, why in failures:
             print(f"  failed: {src}: {why}")
@@ -198,12 +214,31 @@ def _write_options(args):
                         overwrite=args.overwrite or args.in_place)
 
 
-def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict) -> None:
+def _load_reference(cloaker, items: list[str]):
+    """``--reference`` values: one saved reference (.npz), or photos to build one from."""
+    from ..cloakers.reference import IdentityReference
+
+    saved = [i for i in items if i.lower().endswith(".npz")]
+    if saved:
+        if len(items) > 1:
+            raise ConfigError("pass one saved reference (.npz) or reference photos, not both",
+                              hint="build a new reference from all the photos instead")
+        reference = IdentityReference.load(saved[0])
+        cloaker.check_reference(reference)
+        return reference
+    missing = [i for i in items if not Path(i).is_file()]
+    if missing:
+        raise ConfigError(f"reference photo not found: {missing[0]}", hint="check the --reference path")
+    return cloaker.reference(items)
+
+
+def _cloak_one(cloaker, src: Path, dst: Path, args, tally: dict, reference=None) -> None:
     from ..cloak_file import check_output, cloak_file
 
     opts = _write_options(args)
     check_output(dst, opts)
-    faces = cloak_file(cloaker, src, dst, opts)
+    faces = cloak_file(cloaker, src, dst, opts, reference=reference)
+    tally["reference"] += sum(f.reference for f in faces)
     log.debug("%s: %d face(s), %s", src, len(faces), ", ".join(f"{f.psnr_crop:.1f} dB" for f in faces))
     _count(tally, src, len(faces), cloaker.detector.min_face_size)
 

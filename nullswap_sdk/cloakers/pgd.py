@@ -30,6 +30,7 @@ from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
 from .eot import EOTConfig, gaussian_blur_torch, jitter_affine, random_degrade
 from .jpeg import jpeg_approx
+from .reference import IdentityReference
 from .texture import texture_weight
 
 __all__ = ["PGDConfig", "PGDCloaker"]
@@ -92,6 +93,14 @@ class PGDConfig:
     # pulled toward the pool face farthest from it, with this weight. None: untargeted.
     target_pool: str | None = None
     target_weight: float = 1.0
+    # Identity reference (cloakers/reference.py): with other photos of the person, the loss's
+    # reference becomes normalize((1 - m)·own + m·their mean) per surrogate, so the cloak moves
+    # the face away from the person, not only from this photo's pose and light (session 13, crop
+    # level: m 0.5 lowered the similarity to a third photo of the person more than m 0 or 1).
+    # Applied to the faces whose clean embedding matches the reference: mean cosine over the
+    # surrogates ≥ ``reference_match`` (validation pairs: same person ~0.7, different ~0.1).
+    reference_mix: float = 0.5
+    reference_match: float = 0.35
     feather: float = 0.0625  # mask ramp, fraction of the crop side (see faces.paste)
     seed: int = 0
     device: str = "cpu"
@@ -108,6 +117,7 @@ class PGDConfig:
                 or not 0 < self.skip_grad <= 1
                 or not 0 <= self.surrogates_per_step <= len(self.recognisers)
                 or not 0 <= self.texture_detail <= 1 or (self.texture_detail > 0 and self.texture == 0)
+                or not 0 <= self.reference_mix <= 1 or not -1 <= self.reference_match <= 1
                 or (self.step_size is not None and self.step_size <= 0)):
             raise ConfigError(f"invalid PGD levers: jpeg_p={self.jpeg_p}, jpeg_quality={self.jpeg_quality}, "
                               f"texture={self.texture}, texture_detail={self.texture_detail}, grad_blur={self.grad_blur}, "
@@ -116,13 +126,15 @@ class PGDConfig:
                               f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, "
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
                               f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}, "
-                              f"surrogates_per_step={self.surrogates_per_step}",
+                              f"surrogates_per_step={self.surrogates_per_step}, reference_mix={self.reference_mix}, "
+                              f"reference_match={self.reference_match}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0 "
                                    "(texture_detail in [0, 1], > 0 only with texture > 0), "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
                                    "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
                                    "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1], "
-                                   "surrogates_per_step in [0, number of recognisers]")
+                                   "surrogates_per_step in [0, number of recognisers], reference_mix in [0, 1], "
+                                   "reference_match in [-1, 1]")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
                 raise ConfigError(
@@ -247,14 +259,57 @@ class PGDCloaker:
 
         return calibrate_dropout(fidelity, self.config.dropout_fidelity)
 
-    def perturb(self, crops: np.ndarray) -> np.ndarray:
-        c = self.config
-        if crops.ndim != 4 or crops.shape[1:] != (self._size, self._size, 3) or crops.dtype != np.uint8:
+    def embed_reference(self, crops: np.ndarray) -> IdentityReference:
+        """An ``IdentityReference`` from aligned crops of the person (other photos than the one
+        to cloak): per surrogate, the normalised mean of their unit embeddings."""
+        self._check_crops(crops, allow_empty=False)
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(self.config.device)
+        with torch.no_grad():
+            means = [F.normalize(torch.cat([self._embed(k, x[i:i + 16], None)[0] for i in range(0, len(x), 16)])
+                                 .mean(0), dim=0) for k in range(len(self._models))]
+        return IdentityReference({n: m.cpu().numpy().astype(np.float32) for n, m in zip(self.config.recognisers, means)},
+                                 photos=len(crops))
+
+    def _check_crops(self, crops: np.ndarray, allow_empty: bool = True) -> None:
+        if crops.ndim != 4 or crops.shape[1:] != (self._size, self._size, 3) or crops.dtype != np.uint8 \
+                or not (allow_empty or len(crops)):
             raise ConfigError(
                 f"PGD expects (B, {self._size}, {self._size}, 3) uint8 crops, got {crops.shape} {crops.dtype}",
                 hint=f"align faces with template {self.template!r}",
             )
+
+    def check_reference(self, reference: IdentityReference) -> None:
+        """ConfigError unless ``reference`` holds an embedding for every surrogate attacked."""
+        missing = [n for n in self.config.recognisers if n not in reference.embeddings]
+        if missing:
+            raise ConfigError(f"the identity reference was built for {sorted(reference.embeddings)}, "
+                              f"this cloaker attacks {list(self.config.recognisers)}",
+                              hint="build the reference with this cloaker: cloaker.reference(photos)")
+
+    def _apply_reference(self, refs: list[torch.Tensor], reference: IdentityReference) -> list[torch.Tensor]:
+        """The loss's references with ``reference`` blended in for the faces that match it;
+        records which did in ``last_stats["reference"]`` (with the match scores)."""
+        c = self.config
+        self.check_reference(reference)
+        r = [torch.from_numpy(reference.embeddings[n]).to(refs[0].device) for n in c.recognisers]
+        for n, own, rk in zip(c.recognisers, refs, r):
+            if rk.shape != own.shape[1:]:
+                raise ConfigError(f"the identity reference's {n!r} embedding has {rk.shape[0]} values, "
+                                  f"the recogniser gives {own.shape[1]}",
+                                  hint="rebuild the reference with this version: cloaker.reference(photos)")
+        score = torch.stack([own @ rk for own, rk in zip(refs, r)]).mean(0)  # (B,)
+        use = score >= c.reference_match
+        self._reference_stats = {"reference": use.tolist(), "reference_score": [round(float(v), 4) for v in score]}
+        m = c.reference_mix
+        return [torch.where(use[:, None], F.normalize((1 - m) * own + m * rk, dim=1), own) for own, rk in zip(refs, r)]
+
+    def perturb(self, crops: np.ndarray, reference: IdentityReference | None = None) -> np.ndarray:
+        """``reference``: other photos of the person (``embed_reference``), blended into the
+        loss's reference of the faces it matches (see ``PGDConfig.reference_mix``)."""
+        c = self.config
+        self._check_crops(crops)
         t0 = time.perf_counter()
+        self._reference_stats = {}
         gen = torch.Generator().manual_seed(c.seed)
         x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().to(c.device)
         mask = self._mask.to(x.device)
@@ -271,6 +326,9 @@ class PGDCloaker:
             if self._pool is not None:  # per face, the pool face farthest from it on average
                 far = torch.stack([ref @ pool.T for ref, pool in zip(refs, self._pool)]).mean(0).argmin(1)
                 targets = [pool[far] for pool in self._pool]
+            # After the dropout calibration, FIA and target choice: those describe this photo.
+            if reference is not None:
+                refs = self._apply_reference(refs, reference)
         max_mse = 255.0**2 / 10 ** (c.psnr_floor / 10)
         channels = 1 if c.luminance else 3
         if c.norm == "l2":  # a fraction of the floor's L2 radius per step
@@ -326,7 +384,7 @@ class PGDCloaker:
                     delta = project(delta - step * g.sign() * mask)
         out = best.expand_as(x)
         self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops,
-                           "target": None if targets is None else far.tolist()}
+                           "target": None if targets is None else far.tolist(), **self._reference_stats}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 

@@ -186,7 +186,13 @@ def identification_sets(identities: Identities, min_images: int = 2,
                           hint="lower min_images or pass more identities")
     gallery, probes = [], []
     for n in names:
-        ranked = sorted(identities[n], key=lambda p: (_unit_hash(str(seed), "img", n, Path(p).name), str(p)))
+        ranked = ranked_photos(identities, n, seed=seed)
         gallery.append((n, ranked[0]))
         probes.append((n, ranked[1]))
     return gallery, probes
+
+
+def ranked_photos(identities: Identities, name: str, *, seed: str = DEFAULT_SEED) -> list[Path]:
+    """An identity's images in ``identification_sets``' order: the gallery photo, the probe,
+    then the rest (from which reference photos are drawn, so they are never in the gallery)."""
+    return sorted(identities[name], key=lambda p: (_unit_hash(str(seed), "img", name, Path(p).name), str(p)))

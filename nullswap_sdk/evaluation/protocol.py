@@ -42,6 +42,9 @@ class Probe:
     identity: str
     clean: Path
     cloaked: Path | None = None  # None: the evaluator cloaks ``clean`` itself
+    # Other photos of the person, never in the gallery, given to the cloaker as an identity
+    # reference (``Cloaker.reference``) when it cloaks ``clean``; () : none.
+    references: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,18 @@ def evaluate(
         if ref is None:
             acc.skipped.append(str(probe.clean))
             continue
+        used_reference = None
         if probe.cloaked is not None:
             cloaked = load_image(probe.cloaked).rgb
             if cloaked.shape != clean.shape:
                 raise InputError(f"{probe.cloaked}: size {cloaked.shape} != clean {clean.shape}")
         else:
+            # Built once per person in use, so not part of the per-face time.
+            reference = cloaker.reference(list(probe.references)) if probe.references else None
             t0 = time.perf_counter()
-            out, faces = cloaker.cloak(clean, return_faces=True)
+            out, faces = cloaker.cloak(clean, return_faces=True, reference=reference)
+            if reference is not None:
+                used_reference = any(f.reference for f in faces)
             if faces:
                 acc.seconds_per_face.append((time.perf_counter() - t0) / len(faces))
             cloaked = encode_as_saved(out, loaded.format or "PNG", cfg.save_quality)
@@ -178,6 +186,8 @@ def evaluate(
         record = {"identity": probe.identity, "file": Path(probe.clean).name,
                   "face_px": int(round(max(box[2] - box[0], box[3] - box[1]))),
                   **{k: round(float(acc.quality[k][-1]), 4) for k in ("psnr_face", "ssim_face", "ssim_face256")}}
+        if used_reference is not None:
+            record["reference"] = used_reference
 
         variants = [("none", cloaked, clean)] + [(n, t(cloaked), t(clean)) for n, t in transforms.items()]
         for name, img, base_img in variants:
