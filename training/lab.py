@@ -151,6 +151,9 @@ RECIPES: dict[str, Recipe] = {
     # The stretch target (the same protection at face-box PSNR >= 40): level max two dB higher.
     "pgd-44-lum-tex-drop90-l2-sdk3": _pgd("level max (sdk3) at a 44 dB crop floor (face box ~40 dB)",
                                           **{**_SDK3, "psnr_floor": 44.0}),
+    "pgd-44-lum-tex-drop90-l2-sdk3-ref": Recipe("pgd", {"steps": 40, "eps": 12.0, **_SDK3, "psnr_floor": 44.0},
+                                                attacks=True, references=True,
+                                                note="pgd-44-lum-tex-drop90-l2-sdk3 with the probe's reference photos"),
     # Level max's cost is ~40 steps x 3 surrogates x 2 views, forward and backward (session 12
     # profile: ~17 s forward, ~15 s backward per face on one core): cheaper schedules (RESULTS
     # "Session 12"; none replaced it).
