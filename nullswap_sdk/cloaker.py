@@ -302,13 +302,15 @@ class Cloaker:
             out = _swap_rb(out)
         return (out, results) if return_faces else out
 
-    def cloak_crops(self, crops: np.ndarray, *, strength: float | None = None) -> np.ndarray:
+    def cloak_crops(self, crops: np.ndarray, *, strength: float | None = None,
+                    reference: "IdentityReference | None" = None) -> np.ndarray:
         """Cloak faces already aligned to ``crop_template`` (pipeline tier, numpy).
 
         Args:
             crops: (B, S, S, 3) uint8, RGB, 0..255, S = ``crop_template.size`` (256), each
                 aligned with ``faces.align.align_face(rgb, landmarks, cloaker.crop_template)``.
             strength: perturbation scale (default ``self.strength``).
+            reference: an ``IdentityReference`` for the crops that match it (see ``cloak``).
         Returns:
             (B, S, S, 3) uint8 RGB cloaked crops (a new array). Paste them back yourself, or
             use ``cloak`` for whole photos.
@@ -316,8 +318,9 @@ class Cloaker:
         method = self._open_method()
         s = self._call_strength(strength)
         crops = self._check_crops(crops)
+        _check_reference(method, reference)
         with self._lock:
-            delta = _scaled_deltas(method, crops, s)
+            delta = _scaled_deltas(method, crops, s, reference)
         return np.clip(np.rint(crops + delta), 0, 255).astype(np.uint8)
 
     def cloak_tensor(self, x: "torch.Tensor", *, strength: float | None = None) -> "torch.Tensor":

@@ -98,6 +98,9 @@ def test_reference_moves_the_loss_reference():
             return float(e[0].numpy() @ r)
 
         plain, steered = cos_to_ref(method.perturb(x)), cos_to_ref(method.perturb(x, reference=ref))
+        # The pipeline tier applies it the same way.
+        crops_tier = c.cloak_crops(x, reference=ref)
+        assert np.array_equal(crops_tier, np.clip(np.rint(x + method.perturb(x, reference=ref)), 0, 255))
     assert steered < plain - 0.02, (plain, steered)
 
 
