@@ -157,3 +157,21 @@ def test_reference_config_is_checked():
         PGDConfig(reference_mix=1.5)
     with pytest.raises(ConfigError, match="reference_match"):
         PGDConfig(reference_match=2.0)
+
+
+def test_the_protocol_gives_probes_their_references(tmp_path):
+    """``evaluate`` builds each probe's reference from its photos and records whether it was
+    used; reference photos without a face leave the probe cloaked without one, not a crash."""
+    from PIL import Image
+
+    from nullswap_sdk.evaluation.protocol import EvalConfig, Probe, evaluate
+
+    powell, eckhart = _photos()
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(blank)
+    gallery = [("Colin_Powell", powell[3]), ("Aaron_Eckhart", eckhart)]
+    probes = [Probe("Colin_Powell", powell[0], references=(powell[1], powell[2])),
+              Probe("Colin_Powell", powell[0], references=(blank,))]
+    with _pgd_cloaker(steps=1) as c:
+        rep = evaluate(probes, gallery, EvalConfig(recognisers=("sface",), transforms=()), cloaker=c, progress=False)
+    assert [p["reference"] for p in rep["per_probe"]] == [True, False]

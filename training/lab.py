@@ -230,7 +230,7 @@ def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cac
     from nullswap_sdk.evaluation.protocol import Probe
 
     if n_refs and n_large:
-        raise ValueError("--large picks probes by face size, not by photo count: not with --references")
+        raise ConfigError("--large picks probes by face size, not by photo count", hint="drop --large with --references")
     ids = datasets.lfw_identities()
     train, val = datasets.split_identities(ids)
     val_ids = {n: ids[n] for n in val}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, NoFaceError
 from ..imageio import load_image
 from .embedder import PhotoEmbedder
 from .metrics import psnr, ssim
@@ -161,8 +161,14 @@ def evaluate(
             if cloaked.shape != clean.shape:
                 raise InputError(f"{probe.cloaked}: size {cloaked.shape} != clean {clean.shape}")
         else:
-            # Built once per person in use, so not part of the per-face time.
-            reference = cloaker.reference(list(probe.references)) if probe.references else None
+            # Built once per person in use, so not part of the per-face time. Reference photos
+            # without a detectable face leave the probe cloaked without one (recorded).
+            reference = None
+            if probe.references:
+                try:
+                    reference = cloaker.reference(list(probe.references))
+                except NoFaceError:
+                    used_reference = False
             t0 = time.perf_counter()
             out, faces = cloaker.cloak(clean, return_faces=True, reference=reference)
             if reference is not None:
