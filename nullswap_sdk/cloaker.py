@@ -11,7 +11,7 @@ import numpy as np
 
 from .cloakers import CloakMethod, build_method
 from .errors import ConfigError, UnsupportedImageError
-from .faces.align import align_face
+from .faces.align import align_face, align_largest_face
 from .faces.detect import Face, FaceDetector
 from .faces.interop import as_faces
 from .faces.paste import paste_delta
@@ -228,15 +228,16 @@ class Cloaker:
             raise ConfigError("reference photos must be a non-empty list of images or paths",
                               hint="e.g. cloaker.reference(['me_1.jpg', 'me_2.jpg'])")
         crops = []
+        for p in photos:
+            rgb = _as_rgb(p, image_format) if isinstance(p, np.ndarray) else load_image(p).rgb  # I/O off the lock
+            with self._lock:
+                crop = align_largest_face(rgb, self.detector, self._template)
+            if crop is not None:
+                crops.append(crop)
+        if not crops:
+            raise NoFaceError(f"no face found in any of the {len(photos)} reference photos",
+                              hint="pass photos with one clear face of the person each")
         with self._lock:
-            for p in photos:
-                rgb = _as_rgb(p, image_format) if isinstance(p, np.ndarray) else load_image(p).rgb
-                found = self.detector.detect(rgb)
-                if found:
-                    crops.append(align_face(rgb, max(found, key=lambda f: f.size).landmarks, self._template)[0])
-            if not crops:
-                raise NoFaceError(f"no face found in any of the {len(photos)} reference photos",
-                                  hint="pass photos with one clear face of the person each")
             return method.embed_reference(np.stack(crops))
 
     def check_reference(self, reference: "IdentityReference") -> None:

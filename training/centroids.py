@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from nullswap_sdk.cloakers.reference import blend_references
 
 __all__ = ["loo_centroids", "mix_references", "identity_centroids"]
 
@@ -53,8 +54,7 @@ def mix_references(refs: torch.Tensor, centroids: torch.Tensor, has: torch.Tenso
     The cosine to such a reference is a fixed positive blend of the cosines to both."""
     if not 0.0 <= mix <= 1.0:
         raise ValueError(f"centroid mix {mix} outside [0, 1]")
-    blended = F.normalize((1 - mix) * refs + mix * centroids, dim=1)
-    return torch.where(has[:, None], blended, refs)
+    return blend_references(refs, centroids, has, mix)
 
 
 def _key(sources: list[str], names: list[str], template: str, size: int) -> str:

@@ -77,10 +77,15 @@ def _levels() -> dict[str, Recipe]:
                                 attacks=lv.model == "pgd", note=f"--level {n} ({lv.description})")
            for n, lv in LEVELS.items()}
     # Level max given other photos of the person (``--references K``; held out of the gallery).
-    mx = out["level-max"]
-    out["level-max-ref"] = Recipe(mx.model, mx.overrides, mx.strength, attacks=True, references=True,
-                                  note=f"{mx.note}, with the probe's reference photos")
+    out["level-max-ref"] = _with_references(out["level-max"])
     return out
+
+
+def _with_references(recipe: Recipe) -> Recipe:
+    """``recipe`` given each probe's reference photos (``--references K``)."""
+    from dataclasses import replace
+
+    return replace(recipe, references=True, note=f"{recipe.note}, with the probe's reference photos")
 
 
 # pgd-42-lum-tex-drop90-l2's levers (level max since session 8), shared by its variants.
@@ -151,9 +156,6 @@ RECIPES: dict[str, Recipe] = {
     # The stretch target (the same protection at face-box PSNR >= 40): level max two dB higher.
     "pgd-44-lum-tex-drop90-l2-sdk3": _pgd("level max (sdk3) at a 44 dB crop floor (face box ~40 dB)",
                                           **{**_SDK3, "psnr_floor": 44.0}),
-    "pgd-44-lum-tex-drop90-l2-sdk3-ref": Recipe("pgd", {"steps": 40, "eps": 12.0, **_SDK3, "psnr_floor": 44.0},
-                                                attacks=True, references=True,
-                                                note="pgd-44-lum-tex-drop90-l2-sdk3 with the probe's reference photos"),
     # Level max's cost is ~40 steps x 3 surrogates x 2 views, forward and backward (session 12
     # profile: ~17 s forward, ~15 s backward per face on one core): cheaper schedules (RESULTS
     # "Session 12"; none replaced it).
@@ -184,6 +186,8 @@ RECIPES: dict[str, Recipe] = {
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,
                                 luminance=True, texture=1.0, eot_samples=1, jpeg_p=0.7),
 }
+
+RECIPES["pgd-44-lum-tex-drop90-l2-sdk3-ref"] = _with_references(RECIPES["pgd-44-lum-tex-drop90-l2-sdk3"])
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from ..recognisers.model import load_recogniser
 from ..recognisers.registry import get_recogniser_config
 from .eot import EOTConfig, gaussian_blur_torch, jitter_affine, random_degrade
 from .jpeg import jpeg_approx
-from .reference import IdentityReference
+from .reference import IdentityReference, blend_references
 from .texture import texture_weight
 
 __all__ = ["PGDConfig", "PGDCloaker"]
@@ -300,8 +300,7 @@ class PGDCloaker:
         score = torch.stack([own @ rk for own, rk in zip(refs, r)]).mean(0)  # (B,)
         use = score >= c.reference_match
         self._reference_stats = {"reference": use.tolist(), "reference_score": [round(float(v), 4) for v in score]}
-        m = c.reference_mix
-        return [torch.where(use[:, None], F.normalize((1 - m) * own + m * rk, dim=1), own) for own, rk in zip(refs, r)]
+        return [blend_references(own, rk, use, c.reference_mix) for own, rk in zip(refs, r)]
 
     def perturb(self, crops: np.ndarray, reference: IdentityReference | None = None) -> np.ndarray:
         """``reference``: other photos of the person (``embed_reference``), blended into the

@@ -16,7 +16,17 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["IdentityReference"]
+__all__ = ["IdentityReference", "blend_references"]
+
+
+def blend_references(own, other, use, mix: float):
+    """Unit references normalize((1 − mix)·own + mix·other) where ``use`` (B,), else ``own``
+    (B, D); ``other`` is (B, D) or one (D,) embedding. The cosine to such a reference is a fixed
+    positive blend of the cosines to both. Shared by PGD and training (``loss.centroid_mix``)."""
+    import torch
+    import torch.nn.functional as F
+
+    return torch.where(use[:, None], F.normalize((1 - mix) * own + mix * other, dim=-1), own)
 
 
 @dataclass(frozen=True)

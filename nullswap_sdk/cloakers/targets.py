@@ -21,7 +21,7 @@ __all__ = ["build_target_pool", "load_target_pool"]
 def build_target_pool(images, out: str | Path, template: str = "cloak256", limit: int | None = None) -> int:
     """Detect the largest face of each image (path or RGB array), align it to ``template`` and
     save the crops to ``out`` (.npz). Images without a face are skipped; returns the count."""
-    from ..faces.align import align_face
+    from ..faces.align import align_largest_face
     from ..faces.detect import FaceDetector
     from ..faces.templates import get_template
     from ..imageio import load_image
@@ -29,11 +29,10 @@ def build_target_pool(images, out: str | Path, template: str = "cloak256", limit
     tpl, det, crops = get_template(template), FaceDetector(), []
     for im in images:
         rgb = load_image(im).rgb if isinstance(im, (str, Path)) else np.asarray(im)
-        faces = det.detect(rgb)
-        if not faces:
+        crop = align_largest_face(rgb[..., :3], det, tpl)
+        if crop is None:
             continue
-        face = max(faces, key=lambda f: f.size)
-        crops.append(align_face(rgb[..., :3], face.landmarks, tpl)[0])
+        crops.append(crop)
         if limit and len(crops) >= limit:
             break
     if not crops:

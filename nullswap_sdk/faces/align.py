@@ -24,6 +24,7 @@ __all__ = [
     "estimate_similarity",
     "alignment_matrix",
     "align_face",
+    "align_largest_face",
     "invert_affine",
     "compose_affine",
     "transform_points",
@@ -109,6 +110,15 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, template: Template,
     if crop.ndim == 2:  # cv2 drops a singleton channel axis
         crop = crop[:, :, None]
     return crop, M
+
+
+def align_largest_face(rgb: np.ndarray, detector, template: Template) -> np.ndarray | None:
+    """The largest face ``detector`` finds in ``rgb``, aligned to ``template`` (None: no face).
+    For photos that stand for one person (reference photos, target pools)."""
+    faces = detector.detect(rgb)
+    if not faces:
+        return None
+    return align_face(rgb, max(faces, key=lambda f: f.size).landmarks, template)[0]
 
 
 def _pixel_to_norm(h: int, w: int) -> np.ndarray:
