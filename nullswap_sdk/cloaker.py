@@ -228,12 +228,14 @@ class Cloaker:
             raise ConfigError("reference photos must be a non-empty list of images or paths",
                               hint="e.g. cloaker.reference(['me_1.jpg', 'me_2.jpg'])")
         crops = []
-        for p in photos:
+        for i, p in enumerate(photos):
             rgb = _as_rgb(p, image_format) if isinstance(p, np.ndarray) else load_image(p).rgb  # I/O off the lock
             with self._lock:
                 crop = align_largest_face(rgb, self.detector, self._template)
             if crop is not None:
                 crops.append(crop)
+            else:
+                log.warning("reference photo %s: no face found, left out", f"#{i}" if isinstance(p, np.ndarray) else p)
         if not crops:
             raise NoFaceError(f"no face found in any of the {len(photos)} reference photos",
                               hint="pass photos with one clear face of the person each")

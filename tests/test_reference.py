@@ -150,6 +150,35 @@ def test_cli_reference(tmp_path, capsys):
     assert not (tmp_path / "d.jpg").exists()
 
 
+def test_cli_reference_command_saves_what_cloak_reuses(tmp_path, capsys):
+    """``nullswap reference`` writes the reference ``cloak --reference FILE.npz`` takes; photos
+    without a face are left out and counted; it never clobbers a file or writes a bad one."""
+    from PIL import Image
+
+    from nullswap_sdk.cli import main
+
+    powell, _ = _photos()
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (96, 96), (128, 128, 128)).save(blank)
+    sets = ["--set", 'recognisers=["sface"]']
+    out = tmp_path / "me.npz"
+    assert main(["reference", str(powell[1]), str(blank), str(powell[2]), "-o", str(out), *sets]) == 0
+    assert "reference from 2/3 photo(s) (sface), 1 without a face skipped" in capsys.readouterr().out
+    ref = IdentityReference.load(out)
+    assert ref.photos == 2 and sorted(ref.embeddings) == ["sface"]
+    assert main(["cloak", str(powell[0]), "-o", str(tmp_path / "a.jpg"), "--level", "max", "--set", "steps=1",
+                 *sets, "--reference", str(out)]) == 0
+    assert "1 face(s) cloaked (1 matched the reference)" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert main(["reference", str(powell[1]), "-o", str(out), *sets]) == 2  # exists: --overwrite needed
+    assert out.read_bytes() == before
+    assert main(["reference", str(powell[1]), "-o", str(tmp_path / "me.json"), *sets]) == 2
+    assert main(["reference", str(blank), "-o", str(tmp_path / "none.npz"), *sets]) == 2  # no face anywhere
+    assert main(["reference", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "m.npz"), *sets]) == 2
+    assert not (tmp_path / "none.npz").exists() and not (tmp_path / "m.npz").exists()
+    assert main(["reference", str(powell[1]), "-o", str(tmp_path / "n.npz"), "--level", "mid"]) == 2  # the network
+
+
 def test_reference_config_is_checked():
     from nullswap_sdk.cloakers.pgd import PGDConfig
 

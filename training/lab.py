@@ -181,6 +181,12 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk4": _pgd("level max's levers against all four shippable surrogates: sface, facenet, "
                                           "facenet-keras, dlib's ResNet (torch port)", **_L2_TEX_42,
                                           recognisers=("sface", "facenet", "facenet-keras", "dlib-torch")),
+    # Smoothing (TI): DESIGN §4 — helps against recognisers that downsample; the gradient blur
+    # is in pixels of the 256-px working crop (recognisers see it at 112-160 px).
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1": _pgd("level max (sdk3), gradient smoothed (TI, Gaussian σ 1 px)", **_SDK3,
+                                              grad_blur=1.0),
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti2": _pgd("level max (sdk3), gradient smoothed (TI, Gaussian σ 2 px)", **_SDK3,
+                                              grad_blur=2.0),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 # Each module keeps its heavy imports inside ``run``, so building the parser stays light.
 COMMANDS = {
     "cloak": "cloak",
+    "reference": "reference",
     "eval": "eval",
     "info": "info",
     "export": "export",

@@ -43,9 +43,9 @@ def add_parser(sub) -> None:
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     c.add_argument("--reference", action="append", default=[], metavar="PHOTO",
                    help="another photo of the person to protect (repeat for more; 2-5 is enough; use photos "
-                        "you are not publishing) or a saved reference (.npz): --level max then hides the "
-                        "person, not only this photo's pose and light; faces that do not match it are "
-                        "cloaked as usual")
+                        "you are not publishing) or a reference saved by `nullswap reference` (.npz): "
+                        "--level max then hides the person, not only this photo's pose and light; faces "
+                        "that do not match it are cloaked as usual")
     add_overrides(c, "threads=2")
     c.add_argument("--ray", metavar="ADDRESS", default=None,
                    help="cloak on a Ray cluster (needs the [ray] extra): 'local' starts one here, 'auto' "
