@@ -245,9 +245,50 @@ def test_fia_importance_is_the_aggregate_gradient_and_lowers_the_weighted_featur
     assert weighted(d_fia) < weighted(d_plain)
 
 
+def test_ila_guides_the_second_stage_along_the_first_stages_feature_shift():
+    """ILA: the guide is the exact surrogate's feature shift of the first stage's result, unit
+    length; the second stage pushes the features further along it than the same number of
+    plain steps from the same first stage (both runs share the first stage: same seed, same loss)."""
+    from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
+    from nullswap_sdk.errors import ModelNotFoundError
+
+    kw = dict(steps=6, recognisers=("sface",), eps=12.0, psnr_floor=36.0, luminance=True, norm="l2")
+    try:
+        ila = PGDCloaker(PGDConfig(**kw, feature_weight=2.0, feature_mode="ila", ila_split=0.5))
+        plain = PGDCloaker(PGDConfig(**kw))
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g) * 200 + 25, size=(256, 256),
+                                        mode="bicubic").clamp(0, 255).round()
+    crops = x.permute(0, 2, 3, 1).byte().numpy()
+    d_ila, d_plain = ila.perturb(crops), plain.perturb(crops)
+    (u, length), = ila._guides
+    assert torch.allclose(u.flatten(1).norm(dim=1), torch.ones(2), atol=1e-5) and bool((length > 0).all())
+
+    def feats(d):
+        with torch.no_grad():
+            ila._embed(0, (x + torch.from_numpy(d).permute(0, 3, 1, 2)).clamp(0, 255), None)
+            return ila._feat
+
+    f0 = feats(np.zeros_like(d_ila))
+    # _ila_guides by hand, at an arbitrary point: the shift from the clean features, normalised.
+    d = np.random.default_rng(1).normal(0, 3, d_ila.shape).astype(np.float32)
+    (u1, n1), = ila._ila_guides((x + torch.from_numpy(d).permute(0, 3, 1, 2)).clamp(0, 255))
+    shift = feats(d) - f0
+    assert torch.allclose(n1, shift.flatten(1).norm(dim=1), rtol=1e-5)
+    assert torch.allclose(u1, shift / n1.view(-1, 1, 1, 1), atol=1e-6)
+
+    def along(d):
+        return ((feats(d) - f0) * u).flatten(1).sum(1) / length
+
+    assert bool((along(d_ila) > along(d_plain)).all())
+
+
 def test_feature_mode_is_checked():
     from nullswap_sdk.cloakers.pgd import PGDConfig
 
-    for bad in (dict(feature_mode="ila"), dict(fia_copies=0), dict(fia_drop=1.0)):
+    for bad in (dict(feature_mode="bogus"), dict(fia_copies=0), dict(fia_drop=1.0), dict(ila_split=0.0),
+                dict(ila_split=1.0)):
         with pytest.raises(ConfigError, match="feature_mode"):
             PGDConfig(**bad)

@@ -187,6 +187,11 @@ RECIPES: dict[str, Recipe] = {
                                               grad_blur=1.0),
     "pgd-42-lum-tex-drop90-l2-sdk3-ti2": _pgd("level max (sdk3), gradient smoothed (TI, Gaussian σ 2 px)", **_SDK3,
                                               grad_blur=2.0),
+    # ILA: the first 20 steps as level max, then the middle conv's feature shift is the guide
+    # the last 20 steps also push along (projection relative to the guide's length, weight 1).
+    "pgd-42-lum-tex-drop90-l2-sdk3-ila": _pgd("level max (sdk3), ILA second half: features at depth 0.5 pushed "
+                                              "along the first half's feature shift (weight 1)", **_SDK3,
+                                              feature_weight=1.0, feature_depth=0.5, feature_mode="ila"),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -74,9 +74,14 @@ class PGDConfig:
     # (FIA, Wang et al. 2021) — lower the features along the identity cosine's gradient with
     # respect to them, averaged over ``fia_copies`` copies of the face with ``fia_drop`` of the
     # pixels dropped, so the term follows what identity rests on, not one model's quirks.
+    # "ila" (Huang et al. 2019): the first ``ila_split`` of the steps attack the embeddings
+    # alone; their features' shift from the clean face's then becomes a guide, and the
+    # remaining steps also push the features further along it (the projection, relative to the
+    # guide's length) — the direction the ensemble found, followed in shared mid-level features.
     feature_mode: str = "distance"
     fia_copies: int = 8
     fia_drop: float = 0.3
+    ila_split: float = 0.5
     # Skip gradient (SGM, recognisers/skipgrad.py): gradients through residual branches times
     # this, so the attack leans on the low-level features skip connections carry; surrogates
     # without residuals (sface) are left as they are. 1: off.
@@ -112,7 +117,8 @@ class PGDConfig:
         if (not 0 <= self.jpeg_p <= 1 or not 1 <= lo <= hi <= 100 or self.texture < 0 or self.grad_blur < 0
                 or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
                 or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0
-                or self.feature_mode not in ("distance", "fia") or self.fia_copies < 1
+                or self.feature_mode not in ("distance", "fia", "ila") or self.fia_copies < 1
+                or not 0 < self.ila_split < 1
                 or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
                 or not 0 < self.skip_grad <= 1
                 or not 0 <= self.surrogates_per_step <= len(self.recognisers)
@@ -123,7 +129,7 @@ class PGDConfig:
                               f"texture={self.texture}, texture_detail={self.texture_detail}, grad_blur={self.grad_blur}, "
                               f"dropout_fidelity={self.dropout_fidelity}, feature_weight={self.feature_weight}, "
                               f"feature_depth={self.feature_depth}, feature_mode={self.feature_mode!r}, "
-                              f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, "
+                              f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, ila_split={self.ila_split}, "
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
                               f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}, "
                               f"surrogates_per_step={self.surrogates_per_step}, reference_mix={self.reference_mix}, "
@@ -131,7 +137,8 @@ class PGDConfig:
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0 "
                                    "(texture_detail in [0, 1], > 0 only with texture > 0), "
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
-                                   "feature_mode 'distance' or 'fia', fia_copies >= 1, fia_drop in [0, 1), "
+                                   "feature_mode 'distance', 'fia' or 'ila', fia_copies >= 1, fia_drop in [0, 1), "
+                                   "ila_split in (0, 1), "
                                    "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1], "
                                    "surrogates_per_step in [0, number of recognisers], reference_mix in [0, 1], "
                                    "reference_match in [-1, 1]")
@@ -168,6 +175,7 @@ class PGDCloaker:
         self._init = _init_network(self.config.init, self.template, self.config.device) if self.config.init else None
         self._pool = None
         self._importance: list[torch.Tensor] | None = None  # FIA weights of the faces being cloaked
+        self._guides: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # ILA: (unit guide, its length)
         if self.config.target_pool:
             from .targets import load_target_pool
 
@@ -226,7 +234,11 @@ class PGDCloaker:
             t = (e * ref).sum(2).mean(0)
             if targets is not None:
                 t = t - self.config.target_weight * (e * targets[k]).sum(2).mean(0)
-            if w > 0:
+            if w > 0 and self.config.feature_mode == "ila":
+                if self._guides is not None:  # ILA's second stage: further along the guide
+                    u, length = self._guides[k]
+                    t = t - w * ((self._feat - self._ref_feats[k]) * u).flatten(1).sum(1) / length
+            elif w > 0:
                 f0 = self._ref_feats[k]
                 scale = f0.flatten(1).norm(dim=1).clamp_min(1e-6)
                 if self._importance is not None:  # FIA: importance-weighted features, relative
@@ -247,6 +259,18 @@ class PGDCloaker:
                 (g,) = torch.autograd.grad((e * ref).sum(), self._feat)
             agg = g if agg is None else agg + g
         return agg / agg.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (agg.dim() - 1))
+
+    @torch.no_grad()
+    def _ila_guides(self, x_adv: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per surrogate, the exact surrogate's feature shift of ``x_adv`` from the clean
+        face's: (unit direction, length (B,))."""
+        out = []
+        for k in range(len(self._models)):
+            self._embed(k, x_adv, None)
+            g = self._feat - self._ref_feats[k]
+            length = g.flatten(1).norm(dim=1).clamp_min(1e-6)
+            out.append((g / length.view(-1, *[1] * (g.dim() - 1)), length))
+        return out
 
     def _dropout_rate(self, k: int, x: torch.Tensor, ref: torch.Tensor) -> float:
         """Surrogate ``k``'s conv dropout rate for ``dropout_fidelity`` on these faces (0 when off)."""
@@ -318,7 +342,7 @@ class PGDCloaker:
                 refs.append(self._embed(k, x, None)[0])
                 self._ref_feats.append(self._feat)
             drops = [self._dropout_rate(k, x, ref) for k, ref in enumerate(refs)]
-            self._importance = None
+            self._importance, self._guides = None, None
             if c.feature_weight > 0 and c.feature_mode == "fia":
                 self._importance = [self._feature_importance(k, x, ref, gen) for k, ref in enumerate(refs)]
             targets = None
@@ -355,7 +379,11 @@ class PGDCloaker:
         g = torch.zeros_like(delta)
         best = delta.clone()
         best_loss = torch.full((x.shape[0],), math.inf, device=x.device)
+        ila_at = max(1, round(c.steps * c.ila_split)) if c.feature_weight > 0 and c.feature_mode == "ila" else None
         for it in range(c.steps + 1):
+            if it == ila_at:
+                self._guides = self._ila_guides(x + delta.expand_as(x))
+                best_loss.fill_(math.inf)  # another objective from here: its own best
             delta.requires_grad_(it < c.steps)
             # Thinned surrogates steer the steps; the final iterate is scored on the exact ones.
             active = None
