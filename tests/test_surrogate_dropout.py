@@ -204,22 +204,28 @@ def test_feature_tap_reads_the_chosen_conv_beside_dropout(make):
             pass
 
 
-def test_fia_importance_is_the_aggregate_gradient_and_lowers_the_weighted_features():
-    """FIA weights = the normalised mean gradient of the identity cosine w.r.t. the tapped
-    features over pixel-dropped copies; PGD with the term lowers those weighted features more
-    than PGD without it."""
+def _sface_pair(base: dict, **lever):
+    """PGD against SFace with ``lever`` and without it (same config otherwise), and two smooth
+    random 256-px crops (float BCHW) to attack."""
     from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
     from nullswap_sdk.errors import ModelNotFoundError
 
-    kw = dict(steps=5, recognisers=("sface",), eps=12.0, psnr_floor=36.0, luminance=True)
+    kw = dict(recognisers=("sface",), eps=12.0, psnr_floor=36.0, luminance=True, **base)
     try:
-        fia = PGDCloaker(PGDConfig(**kw, feature_weight=4.0, feature_mode="fia", fia_copies=3, fia_drop=0.3))
-        plain = PGDCloaker(PGDConfig(**kw))
+        with_lever, plain = PGDCloaker(PGDConfig(**kw, **lever)), PGDCloaker(PGDConfig(**kw))
     except ModelNotFoundError as e:
         pytest.skip(e.message)
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g) * 200 + 25, size=(256, 256),
                                         mode="bicubic").clamp(0, 255).round()
+    return with_lever, plain, x
+
+
+def test_fia_importance_is_the_aggregate_gradient_and_lowers_the_weighted_features():
+    """FIA weights = the normalised mean gradient of the identity cosine w.r.t. the tapped
+    features over pixel-dropped copies; PGD with the term lowers those weighted features more
+    than PGD without it."""
+    fia, plain, x = _sface_pair(dict(steps=5), feature_weight=4.0, feature_mode="fia", fia_copies=3, fia_drop=0.3)
     with torch.no_grad():
         ref = fia._embed(0, x, None)[0]
     w = fia._feature_importance(0, x, ref, torch.Generator().manual_seed(1))
@@ -249,18 +255,7 @@ def test_ila_guides_the_second_stage_along_the_first_stages_feature_shift():
     """ILA: the guide is the exact surrogate's feature shift of the first stage's result, unit
     length; the second stage pushes the features further along it than the same number of
     plain steps from the same first stage (both runs share the first stage: same seed, same loss)."""
-    from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
-    from nullswap_sdk.errors import ModelNotFoundError
-
-    kw = dict(steps=6, recognisers=("sface",), eps=12.0, psnr_floor=36.0, luminance=True, norm="l2")
-    try:
-        ila = PGDCloaker(PGDConfig(**kw, feature_weight=2.0, feature_mode="ila", ila_split=0.5))
-        plain = PGDCloaker(PGDConfig(**kw))
-    except ModelNotFoundError as e:
-        pytest.skip(e.message)
-    g = torch.Generator().manual_seed(0)
-    x = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=g) * 200 + 25, size=(256, 256),
-                                        mode="bicubic").clamp(0, 255).round()
+    ila, plain, x = _sface_pair(dict(steps=6, norm="l2"), feature_weight=2.0, feature_mode="ila", ila_split=0.5)
     crops = x.permute(0, 2, 3, 1).byte().numpy()
     d_ila, d_plain = ila.perturb(crops), plain.perturb(crops)
     (u, length), = ila._guides
