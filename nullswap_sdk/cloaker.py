@@ -215,7 +215,8 @@ class Cloaker:
         ``photos``: (H, W, 3) uint8 arrays in ``image_format`` order, or image file paths; the
         largest face of each is used, photos without a face are skipped (``NoFaceError`` when
         none has one). Use photos that are not themselves being published or cloaked now; a
-        few (2-5) are enough. The result holds embeddings only and can be ``save``d.
+        few (2-5) are enough, one is not (measured: no gain over none; a warning says so). The
+        result holds embeddings only and can be ``save``d.
         """
         from .errors import NoFaceError
         from .imageio import load_image
@@ -239,6 +240,9 @@ class Cloaker:
         if not crops:
             raise NoFaceError(f"no face found in any of the {len(photos)} reference photos",
                               hint="pass photos with one clear face of the person each")
+        if len(crops) == 1:  # lab, session 15: one photo's mean is still that photo's pose and light
+            log.warning("identity reference from one photo: measured no gain over none (two photos did); "
+                        "add another photo of the person")
         with self._lock:
             return method.embed_reference(np.stack(crops))
 

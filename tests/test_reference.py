@@ -104,7 +104,7 @@ def test_reference_moves_the_loss_reference():
     assert steered < plain - 0.02, (plain, steered)
 
 
-def test_reference_errors_are_typed(lfw_photo_path):
+def test_reference_errors_are_typed(lfw_photo_path, caplog):
     from nullswap_sdk import Cloaker
 
     powell, _ = _photos()
@@ -121,7 +121,9 @@ def test_reference_errors_are_typed(lfw_photo_path):
             c.check_reference(foreign)
         with pytest.raises(ConfigError, match="IdentityReference"):
             c.cloak(np.zeros((64, 64, 3), np.uint8), reference={"sface": 1})
-        own = c.reference(powell[1:2])
+        with caplog.at_level("WARNING", logger="nullswap_sdk.cloaker"):
+            own = c.reference(powell[1:2])
+        assert "reference from one photo" in caplog.text  # measured: no gain; say so
     with Cloaker.from_pretrained(backend="torch") as net:  # the default network: one forward pass
         with pytest.raises(ConfigError, match="does not take identity references"):
             net.reference(powell[1:2])

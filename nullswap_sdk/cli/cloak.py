@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
                         "failed: rerun an interrupted batch to finish it")
     c.add_argument("--steps", type=int, default=None, help="PGD steps (pgd models only)")
     c.add_argument("--reference", action="append", default=[], metavar="PHOTO",
-                   help="another photo of the person to protect (repeat for more; 2-5 is enough; use photos "
+                   help="another photo of the person to protect (give 2-5: one alone measured no gain; use photos "
                         "you are not publishing) or a reference saved by `nullswap reference` (.npz): "
                         "--level max then hides the person, not only this photo's pose and light; faces "
                         "that do not match it are cloaked as usual")
