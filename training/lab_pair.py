@@ -31,9 +31,10 @@ def paired(a: dict, b: dict, recognisers: list[str] | None = None) -> dict:
     (``b_hid``), probes B revealed (``b_revealed``) and the sign test's p."""
     pa, pb = a["runs"][0]["per_probe"], b["runs"][0]["per_probe"]
     if [p["file"] for p in pa] != [p["file"] for p in pb]:
-        raise ConfigError("the two reports are on different probes", hint="run both recipes with the same lab flags")
-    recs = recognisers or sorted(k[len("top1_"):] for k in pa[0] if k.startswith("top1_")
-                                 and k[len("top1_"):] in b.get("blackbox", []) and k[len("top1_"):] in a.get("blackbox", []))
+        raise ConfigError("the two reports are on different probes",
+                          hint="run both recipes with the same lab flags")
+    judged = set(a.get("blackbox", {})) & set(b.get("blackbox", {}))  # black-box for both recipes
+    recs = recognisers or sorted(k[len("top1_"):] for k in pa[0] if k.startswith("top1_") and k[len("top1_"):] in judged)
     out = {}
     for r in recs:
         hid = sum(x[f"top1_{r}"] and not y[f"top1_{r}"] for x, y in zip(pa, pb))

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                                    "`nullswap cloak --level max --reference FILE.npz`.",
                        epilog="exit codes: 0 written, 2 bad arguments, unreadable photos or no face in any "
                               "photo: nothing written")
-    r.add_argument("photos", nargs="+", help="other photos of the person (2-5: one alone measured no gain; not the ones you publish)")
+    r.add_argument("photos", nargs="+",
+                   help="other photos of the person (2-5: one alone measured no gain; not the ones you publish)")
     r.add_argument("-o", "--output", required=True, help="reference file to write (.npz)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.add_argument("--model", default=None, help="per-image model (default: the one --level max runs)")
