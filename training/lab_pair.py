@@ -34,7 +34,7 @@ def paired(a: dict, b: dict, recognisers: list[str] | None = None) -> dict:
         raise ConfigError("the two reports are on different probes",
                           hint="run both recipes with the same lab flags")
     judged = set(a.get("blackbox", {})) & set(b.get("blackbox", {}))  # black-box for both recipes
-    recs = recognisers or sorted(k[len("top1_"):] for k in pa[0] if k.startswith("top1_") and k[len("top1_"):] in judged)
+    recs = recognisers or sorted(r for r in (k[len("top1_"):] for k in pa[0] if k.startswith("top1_")) if r in judged)
     out = {}
     for r in recs:
         hid = sum(x[f"top1_{r}"] and not y[f"top1_{r}"] for x, y in zip(pa, pb))
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     a, b = (json.loads(p.read_text()) for p in (args.a, args.b))
     qa, qb = a["quality"], b["quality"]
     print(f"{a['recipe']} -> {b['recipe']}: {len(a['runs'][0]['per_probe'])} probes; face box PSNR "
-          f"{qa['psnr_face']:.2f} -> {qb['psnr_face']:.2f}, SSIM@256 {qa['ssim_face256']:.4f} -> {qb['ssim_face256']:.4f}")
+          f"{qa['psnr_face']:.2f} -> {qb['psnr_face']:.2f}, "
+          f"SSIM@256 {qa['ssim_face256']:.4f} -> {qb['ssim_face256']:.4f}")
     for r, v in paired(a, b).items():
         print(f"  {r}: Top-1 {v['top1_a']:.2f} -> {v['top1_b']:.2f} (clean {v['top1_clean']:.2f}); "
               f"JPEG q75 {v['jpeg75'][0]:.2f} -> {v['jpeg75'][1]:.2f}; resize x0.5 {v['resize0.5'][0]:.2f} -> "
