@@ -186,7 +186,8 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1": _pgd("level max (sdk3), gradient smoothed (TI, Gaussian σ 1 px)", **_SDK3,
                                               grad_blur=1.0),
     # TI at σ 1 moved 0.36 dB more of the crop's energy into the face box (session 15): the same
-    # recipe at a crop floor 0.4 dB higher compares it at equal face-box PSNR.
+    # recipe at a crop floor 0.4 dB higher compares it at equal face-box PSNR. Level max since
+    # session 15 (kept under this name: RESULTS quotes it).
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424": _pgd("level max (sdk3), TI σ 1 px, crop floor 42.4 dB (face box as level "
                                                    "max's)", **{**_SDK3, "psnr_floor": 42.4}, grad_blur=1.0),
     "pgd-42-lum-tex-drop90-l2-sdk3-ti2": _pgd("level max (sdk3), gradient smoothed (TI, Gaussian σ 2 px)", **_SDK3,

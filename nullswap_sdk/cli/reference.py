@@ -43,15 +43,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"-o {out} is a folder", hint="name the file, e.g. -o me.npz")
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists", hint="pass --overwrite to replace it, or choose another -o")
-    photos = [Path(p) for p in args.photos]
-    if any(p.resolve() == out.resolve() for p in photos):
+    photos = args.photos
+    if any(Path(p).resolve() == out.resolve() for p in photos):
         raise ConfigError(f"-o {out} is one of the photos", hint="choose another -o")
     if args.level is None and args.model is None:
         args.level = "max"  # references steer per-image optimisation; max is the level that has it
     resolve_level(args)
     overrides = parse_overrides(args)
     with Cloaker.from_pretrained(args.model, min_face_size=args.min_face, **overrides) as cloaker:
-        reference = cloaker.reference([str(p) for p in photos])  # typed errors: unreadable, no face anywhere
+        reference = cloaker.reference(photos)  # typed errors: unreadable, no face anywhere
     reference.save(out)
     skipped = len(photos) - reference.photos
     if not args.quiet:
