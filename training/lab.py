@@ -37,6 +37,9 @@ TRANSFORMS = ("jpeg75", "resize0.5")
 # Target faces for targeted recipes: UTKFace photos, in no gallery (they carry no identity), so a
 # target never sits in the search it is meant to fool. Built on first use (_ensure_target_pool).
 TARGET_POOL = "runs/lab_cache/targets_utk64.npz"
+# A larger pool for look-alike targets ("near"): the nearest of 512 faces is closer than of 64.
+TARGET_POOL_512 = "runs/lab_cache/targets_utk512.npz"
+_POOL_SIZES = {TARGET_POOL: 64, TARGET_POOL_512: 512}
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ def _with_references(recipe: Recipe) -> Recipe:
 _L2_TEX_42 = dict(luminance=True, dropout_fidelity=0.9, norm="l2", psnr_floor=42.0, texture=1.0)
 # Level max since session 11: those levers against the three surrogates registry packages ship.
 _SDK3 = dict(_L2_TEX_42, recognisers=("sface", "facenet", "facenet-keras"))
+# Level max since session 15: + TI (gradient blur σ 1 px) at a 42.4 dB crop floor.
+_SDK3_TI = dict(_SDK3, psnr_floor=42.4, grad_blur=1.0)
 
 RECIPES: dict[str, Recipe] = {
     **_levels(),
@@ -197,6 +202,15 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk3-ila": _pgd("level max (sdk3), ILA second half: features at depth 0.5 pushed "
                                               "along the first half's feature shift (weight 1)", **_SDK3,
                                               feature_weight=1.0, feature_depth=0.5, feature_mode="ila"),
+    # Look-alike targets (session 16): level max also pulled toward the pool faces most like
+    # the face (UTKFace: in no gallery), one face or the mean of eight.
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-near1": _pgd("level max (TI, 42.4), also pulled toward the most alike of "
+                                                         "512 UTKFace faces (weight 1)", **_SDK3_TI,
+                                                         target_pool=TARGET_POOL_512, target_choice="near"),
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-near8": _pgd("level max (TI, 42.4), also pulled toward the mean of the 8 "
+                                                         "most alike of 512 UTKFace faces (weight 1)", **_SDK3_TI,
+                                                         target_pool=TARGET_POOL_512, target_choice="near",
+                                                         target_k=8),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,
@@ -285,12 +299,13 @@ def lab_sets(n_faces: int, n_wild: int, gallery_size: int, n_large: int = 0, cac
 
 
 def _ensure_target_pool(todo: dict[str, Recipe]) -> None:
-    if any(r.overrides.get("target_pool") == TARGET_POOL for r in todo.values()) and not Path(TARGET_POOL).is_file():
-        from nullswap_sdk.evaluation import datasets
+    for path, size in _POOL_SIZES.items():
+        if any(r.overrides.get("target_pool") == path for r in todo.values()) and not Path(path).is_file():
+            from nullswap_sdk.evaluation import datasets
 
-        files = sorted(datasets.utkface_images(), key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
-        n = build_target_pool(files, TARGET_POOL, limit=64)
-        print(f"[lab] target pool: {n} UTKFace faces -> {TARGET_POOL}", flush=True)
+            files = sorted(datasets.utkface_images(), key=lambda p: hashlib.sha256(p.name.encode()).hexdigest())
+            n = build_target_pool(files, path, limit=size)
+            print(f"[lab] target pool: {n} UTKFace faces -> {path}", flush=True)
 
 
 def load_gallery(pairs, recognisers, cache_dir: Path):

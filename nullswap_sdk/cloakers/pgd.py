@@ -95,9 +95,15 @@ class PGDConfig:
     init: str | None = None
     init_scale: float = 1.0
     # Feature-space target (cloakers/targets.py): a pool of aligned faces; each face is also
-    # pulled toward the pool face farthest from it, with this weight. None: untargeted.
+    # pulled toward a target made of pool faces, with this weight. None: untargeted.
+    # ``target_choice`` "far": the pool faces least like this face (mean cosine over the
+    # surrogates; session 6: worse on every figure); "near": the most alike — a look-alike is
+    # the shortest way across an identification margin. The target is the normalised mean of
+    # the ``target_k`` chosen faces' embeddings, per recogniser.
     target_pool: str | None = None
     target_weight: float = 1.0
+    target_choice: str = "far"
+    target_k: int = 1
     # Identity reference (cloakers/reference.py): with other photos of the person, the loss's
     # reference becomes normalize((1 - m)·own + m·their mean) per surrogate, so the cloak moves
     # the face away from the person, not only from this photo's pose and light (session 13, crop
@@ -118,7 +124,7 @@ class PGDConfig:
                 or not 0.5 <= self.dropout_fidelity <= 1 or self.feature_weight < 0
                 or not 0 <= self.feature_depth <= 1 or self.init_scale < 0 or self.target_weight < 0
                 or self.feature_mode not in ("distance", "fia", "ila") or self.fia_copies < 1
-                or not 0 < self.ila_split < 1
+                or not 0 < self.ila_split < 1 or self.target_choice not in ("far", "near") or self.target_k < 1
                 or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
                 or not 0 < self.skip_grad <= 1
                 or not 0 <= self.surrogates_per_step <= len(self.recognisers)
@@ -131,6 +137,7 @@ class PGDConfig:
                               f"feature_depth={self.feature_depth}, feature_mode={self.feature_mode!r}, "
                               f"fia_copies={self.fia_copies}, fia_drop={self.fia_drop}, ila_split={self.ila_split}, "
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
+                              f"target_choice={self.target_choice!r}, target_k={self.target_k}, "
                               f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}, "
                               f"surrogates_per_step={self.surrogates_per_step}, reference_mix={self.reference_mix}, "
                               f"reference_match={self.reference_match}",
@@ -139,7 +146,8 @@ class PGDConfig:
                                    "dropout_fidelity in [0.5, 1], feature_weight >= 0, feature_depth in [0, 1], "
                                    "feature_mode 'distance', 'fia' or 'ila', fia_copies >= 1, fia_drop in [0, 1), "
                                    "ila_split in (0, 1), "
-                                   "init_scale, target_weight >= 0, norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1], "
+                                   "init_scale, target_weight >= 0, target_choice 'far' or 'near', target_k >= 1, "
+                                   "norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1], "
                                    "surrogates_per_step in [0, number of recognisers], reference_mix in [0, 1], "
                                    "reference_match in [-1, 1]")
         for name in self.recognisers:
@@ -345,10 +353,12 @@ class PGDCloaker:
             self._importance, self._guides = None, None
             if c.feature_weight > 0 and c.feature_mode == "fia":
                 self._importance = [self._feature_importance(k, x, ref, gen) for k, ref in enumerate(refs)]
-            targets = None
-            if self._pool is not None:  # per face, the pool face farthest from it on average
-                far = torch.stack([ref @ pool.T for ref, pool in zip(refs, self._pool)]).mean(0).argmin(1)
-                targets = [pool[far] for pool in self._pool]
+            targets, chosen = None, None
+            if self._pool is not None:  # per face, the pool faces least / most like it on average
+                sim = torch.stack([ref @ pool.T for ref, pool in zip(refs, self._pool)]).mean(0)
+                k = min(c.target_k, sim.shape[1])
+                chosen = sim.topk(k, dim=1, largest=c.target_choice == "near").indices  # (B, k)
+                targets = [F.normalize(pool[chosen].mean(1), dim=1) for pool in self._pool]
             # After the dropout calibration, FIA and target choice: those describe this photo.
             if reference is not None:
                 refs = self._apply_reference(refs, reference)
@@ -410,8 +420,10 @@ class PGDCloaker:
                     g = c.momentum * g + grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
                     delta = project(delta - step * g.sign() * mask)
         out = best.expand_as(x)
+        if chosen is not None and chosen.shape[1] == 1:
+            chosen = chosen[:, 0]  # one index per face, as before target_k
         self.last_stats = {"seconds": time.perf_counter() - t0, "loss": best_loss.tolist(), "dropout": drops,
-                           "target": None if targets is None else far.tolist(), **self._reference_stats}
+                           "target": None if chosen is None else chosen.tolist(), **self._reference_stats}
         return out.permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
 
 
