@@ -214,6 +214,12 @@ RECIPES: dict[str, Recipe] = {
                                                          "most alike of 512 UTKFace faces (weight 1)", **_SDK3_TI,
                                                          target_pool=TARGET_POOL_512, target_choice="near",
                                                          target_k=8),
+    # Ensemble weighting (session 17): how the three surrogates' cosines combine into a step.
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-gradnorm": _pgd("level max, each surrogate's gradient scaled to unit "
+                                                            "norm before the sum", **_SDK3_TI, ensemble="gradnorm"),
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-softmax": _pgd("level max, surrogates weighted by softmax(cosine / 0.1): "
+                                                           "the step goes to those still recognising the face",
+                                                           **_SDK3_TI, ensemble="softmax", ensemble_temperature=0.1),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -89,6 +89,15 @@ class PGDConfig:
     # Stochastic ensemble: each step attacks this many of the surrogates, drawn at random
     # (0: all). A step then costs k / n of a full one; the final iterate is scored on all.
     surrogates_per_step: int = 0
+    # How the surrogates' identity cosines combine into each step, per face. "mean": each
+    # counts the same, so the surrogate with the largest input gradient sets the direction
+    # (after the L2 step normalisation scale no longer matters, only that sum). "gradnorm":
+    # each surrogate's gradient is scaled to unit L2 norm before the sum: every surrogate gets
+    # an equal say in the direction. "softmax": the cosines are weighted by softmax(cos /
+    # ``ensemble_temperature``) (weights held constant): the step goes to the surrogates that
+    # still recognise the face — unseen recognisers behave like the hardest surrogate.
+    ensemble: str = "mean"
+    ensemble_temperature: float = 0.1
     # Warm start: a network (a shipped model name or a .safetensors path) whose perturbation,
     # times ``init_scale``, is the first iterate instead of 0 — the network's image-specific
     # pattern, refined per image. None: start from 0.
@@ -128,6 +137,7 @@ class PGDConfig:
                 or not 0 <= self.fia_drop < 1 or self.norm not in ("linf", "l2")
                 or not 0 < self.skip_grad <= 1
                 or not 0 <= self.surrogates_per_step <= len(self.recognisers)
+                or self.ensemble not in ("mean", "gradnorm", "softmax") or self.ensemble_temperature <= 0
                 or not 0 <= self.texture_detail <= 1 or (self.texture_detail > 0 and self.texture == 0)
                 or not 0 <= self.reference_mix <= 1 or not -1 <= self.reference_match <= 1
                 or (self.step_size is not None and self.step_size <= 0)):
@@ -139,7 +149,8 @@ class PGDConfig:
                               f"init_scale={self.init_scale}, target_weight={self.target_weight}, "
                               f"target_choice={self.target_choice!r}, target_k={self.target_k}, "
                               f"norm={self.norm!r}, step_size={self.step_size}, skip_grad={self.skip_grad}, "
-                              f"surrogates_per_step={self.surrogates_per_step}, reference_mix={self.reference_mix}, "
+                              f"surrogates_per_step={self.surrogates_per_step}, ensemble={self.ensemble!r}, "
+                              f"ensemble_temperature={self.ensemble_temperature}, reference_mix={self.reference_mix}, "
                               f"reference_match={self.reference_match}",
                               hint="jpeg_p in [0, 1], 1 <= quality low <= high <= 100, texture and grad_blur >= 0 "
                                    "(texture_detail in [0, 1], > 0 only with texture > 0), "
@@ -148,7 +159,8 @@ class PGDConfig:
                                    "ila_split in (0, 1), "
                                    "init_scale, target_weight >= 0, target_choice 'far' or 'near', target_k >= 1, "
                                    "norm 'linf' or 'l2', step_size > 0, skip_grad in (0, 1], "
-                                   "surrogates_per_step in [0, number of recognisers], reference_mix in [0, 1], "
+                                   "surrogates_per_step in [0, number of recognisers], "
+                                   "ensemble 'mean', 'gradnorm' or 'softmax', ensemble_temperature > 0, reference_mix in [0, 1], "
                                    "reference_match in [-1, 1]")
         for name in self.recognisers:
             if get_recogniser_config(name).role != "whitebox":
@@ -229,9 +241,10 @@ class PGDCloaker:
 
     def _loss(self, x: torch.Tensor, refs: list[torch.Tensor], gen: torch.Generator,
               drops: list[float] | None = None, targets: list[torch.Tensor] | None = None,
-              active: list[int] | None = None) -> torch.Tensor:
+              active: list[int] | None = None, reduce: bool = True) -> torch.Tensor:
         """Mean identity cosine over recognisers (those in ``active``; None: all) and views, per
-        sample (B,); minus the weighted cosine to each face's target when targeted."""
+        sample (B,); minus the weighted cosine to each face's target when targeted. ``reduce``
+        False: the per-recogniser terms, (recognisers, B)."""
         drops = drops or [0.0] * len(refs)
         w = self.config.feature_weight
         terms = []
@@ -254,7 +267,19 @@ class PGDCloaker:
                 else:  # relative distance of the mid-level features from the clean face's
                     t = t - w * (self._feat - f0).flatten(1).norm(dim=1) / scale
             terms.append(t)
-        return torch.stack(terms, 0).mean(0)
+        return torch.stack(terms, 0).mean(0) if reduce else torch.stack(terms, 0)
+
+    def _ensemble_grad(self, terms: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """d(step objective)/dδ from the per-recogniser terms (K, B), as ``ensemble`` says."""
+        c = self.config
+        if c.ensemble == "softmax":
+            w = torch.softmax(terms.detach() / c.ensemble_temperature, dim=0)
+            return torch.autograd.grad((w * terms).sum(), delta)[0]
+        if c.ensemble == "gradnorm":
+            grads = [torch.autograd.grad(t.sum(), delta, retain_graph=k < len(terms) - 1)[0]
+                     for k, t in enumerate(terms)]
+            return sum(_unit(g) for g in grads)
+        return torch.autograd.grad(terms.mean(0).sum(), delta)[0]
 
     def _feature_importance(self, k: int, x: torch.Tensor, ref: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """FIA's aggregate gradient: d(identity cosine)/d(tapped features), summed over copies
@@ -399,7 +424,9 @@ class PGDCloaker:
             active = None
             if c.surrogates_per_step and it < c.steps:
                 active = torch.randperm(len(refs), generator=gen)[:c.surrogates_per_step].tolist()
-            loss = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None, targets, active)
+            terms = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None, targets, active,
+                               reduce=False)
+            loss = terms.mean(0)
             with torch.no_grad():
                 # Thinned losses are noisy: with dropout only the exact final score selects.
                 # So are losses over a subset of the surrogates.
@@ -409,7 +436,7 @@ class PGDCloaker:
                 best_loss = torch.where(improved, loss.detach(), best_loss)
             if it == c.steps:
                 break  # the final iterate is scored, not stepped
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
+            grad = self._ensemble_grad(terms, delta)
             with torch.no_grad():
                 if c.grad_blur > 0:
                     grad = gaussian_blur_torch(grad, torch.full((grad.shape[0],), c.grad_blur))
