@@ -215,6 +215,7 @@ RECIPES: dict[str, Recipe] = {
                                                          target_pool=TARGET_POOL_512, target_choice="near",
                                                          target_k=8),
     # Ensemble weighting (session 17): how the three surrogates' cosines combine into a step.
+    # Both tied or lost a little against level max (RESULTS.md, session 17).
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-gradnorm": _pgd("level max, each surrogate's gradient scaled to unit "
                                                             "norm before the sum", **_SDK3_TI, ensemble="gradnorm"),
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-softmax": _pgd("level max, surrogates weighted by softmax(cosine / 0.1): "
