@@ -164,7 +164,7 @@ def test_bad_requests_get_4xx_json_with_a_hint(service, lfw_rgb, case, status):
         "animated": lambda: _post(service, _animated_gif(), "image/gif"),
         "bad-strength": lambda: _post(service, jpeg, query="?strength=9"),
         "bad-format": lambda: _post(service, jpeg, query="?format=gif"),
-        "bad-level": lambda: _post(service, jpeg, query="?level=max"),
+        "bad-level": lambda: _post(service, jpeg, query="?level=ultra"),
         "level-and-strength": lambda: _post(service, jpeg, query="?level=low&strength=1"),
         "no-such-route": lambda: service.get("/v2/nothing"),
         "wrong-method": lambda: service.get("/v1/cloak"),

@@ -9,6 +9,8 @@ unit embeddings (no pixels), per surrogate, and can be saved for later sessions.
 """
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,10 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["IdentityReference", "blend_references"]
+__all__ = ["IdentityReference", "blend_references", "MAX_FILE_BYTES"]
+
+# A reference is a few unit embeddings (~5 KB for level max); far larger is not one.
+MAX_FILE_BYTES = 1 << 20
 
 
 def blend_references(own, other, use, mix: float):
@@ -44,13 +49,19 @@ class IdentityReference:
                 raise ConfigError(f"identity reference for {name!r} is not a unit embedding",
                                   hint="build it with cloaker.reference(photos)")
 
+    def to_bytes(self) -> bytes:
+        """The .npz file ``save`` writes, as bytes (e.g. an HTTP response)."""
+        buf = io.BytesIO()
+        np.savez(buf, photos=np.array(self.photos), names=np.array(sorted(self.embeddings)),
+                 **{f"e_{n}": self.embeddings[n] for n in sorted(self.embeddings)})
+        return buf.getvalue()
+
     def save(self, path: str | Path) -> Path:
         """Write the reference to ``path`` (.npz; embeddings only, no pixels), atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, photos=np.array(self.photos), names=np.array(sorted(self.embeddings)),
-                 **{f"e_{n}": self.embeddings[n] for n in sorted(self.embeddings)})
+        tmp.write_bytes(self.to_bytes())
         tmp.replace(path)
         return path
 
@@ -59,12 +70,24 @@ class IdentityReference:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"identity reference {p} not found", hint="build one with cloaker.reference(photos)")
+        return cls.from_bytes(p.read_bytes(), name=str(p))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "the identity reference") -> "IdentityReference":
+        """Parse a saved reference; ``ConfigError`` naming ``name`` for anything else. Safe on
+        untrusted bytes (an upload): no pickles, and a file that would inflate past
+        ``MAX_FILE_BYTES`` (a zip bomb) is refused before it is read."""
         try:
-            with np.load(p) as z:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                size = sum(i.file_size for i in z.infolist())
+            if size > MAX_FILE_BYTES:
+                raise ConfigError(f"{name} holds {size:,} bytes of arrays, more than any identity reference "
+                                  f"({MAX_FILE_BYTES:,})", hint="send the .npz written by `nullswap reference`")
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 names = [str(n) for n in z["names"]]
                 return cls({n: z[f"e_{n}"].astype(np.float32) for n in names}, int(z["photos"]))
         except ConfigError:
             raise
         except Exception as e:  # truncated or foreign file: say which, not a zipfile trace
-            raise ConfigError(f"{p} is not an identity reference file ({type(e).__name__}: {e})",
+            raise ConfigError(f"{name} is not an identity reference file ({type(e).__name__}: {e})",
                               hint="rebuild it with cloaker.reference(photos).save(path)") from e

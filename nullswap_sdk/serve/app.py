@@ -1,4 +1,4 @@
-"""The FastAPI app: ``POST /v1/cloak``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
+"""The FastAPI app: ``POST /v1/cloak``, ``POST /v1/reference``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``.
 
 Every refusal is JSON ``{"error": ..., "hint": ...}`` with a 4xx status (429/503 for
 back-pressure); an unexpected failure is a 500 with the same shape and no trace (the trace
@@ -25,6 +25,7 @@ from ..errors import ConfigError, NullSwapError
 from ..levels import get_level
 from .config import ServeConfig
 from .errors import (
+    BadRequestError,
     PayloadTooLargeError,
     RequestTimeoutError,
     UnauthorizedError,
@@ -32,13 +33,14 @@ from .errors import (
     error_body,
     status_of,
 )
+from .forms import MULTIPART, file_parts
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("nullswap.serve")
 
-_QUERY_HINT = "level low|mid|high or strength 0..4 (not both), format jpeg|png|webp|tiff|bmp (default: the upload's), quality 1..100"
-_ROUTES_HINT = "POST /v1/cloak (raw image bytes), GET /healthz, GET /readyz, GET /metrics"
+_QUERY_HINT = "level low|mid|high (max on a --level max service) or strength 0..4 (not both), format jpeg|png|webp|tiff|bmp (default: the upload's), quality 1..100"
+_ROUTES_HINT = "POST /v1/cloak (raw image bytes, or multipart: image [+ reference]), POST /v1/reference (multipart: photo parts), GET /healthz, GET /readyz, GET /metrics"
 
 
 def create_app(config: ServeConfig | None = None):
@@ -131,15 +133,20 @@ def create_app(config: ServeConfig | None = None):
     @app.post("/v1/cloak", responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
     async def cloak(request: Request,
                     strength: float | None = Query(None, ge=0, le=4, description="perturbation scale (1.0)"),
-                    level: Literal["low", "mid", "high"] | None = Query(
-                        None, description="protection level: a measured strength (README 'Protection levels')"),
+                    level: Literal["low", "mid", "high", "max"] | None = Query(
+                        None, description="protection level (README 'Protection levels'): low|mid|high on a "
+                                          "network service, max on one started with --level max"),
                     format: Literal["jpeg", "jpg", "png", "webp", "tiff", "bmp"] | None = Query(
                         None, description="output format (default: the upload's; GIF becomes PNG)"),
                     quality: int | None = Query(None, ge=1, le=100, description="JPEG/WebP quality")):
-        """Raw image bytes in (Content-Type image/*), the cloaked image out in the same format.
+        """The image in, the cloaked image out in the same format: raw image bytes
+        (Content-Type image/*), or multipart/form-data with a file part ``image`` and, for a
+        per-image model (``--level max``), an optional ``reference`` (.npz from
+        ``POST /v1/reference`` or ``nullswap reference``) of the person in the photo.
 
         Headers: ``X-NullSwap-Faces`` (count) and ``X-NullSwap-Report`` (JSON list: box,
-        score, strength, L∞ and PSNR per face). EXIF/GPS/XMP are stripped.
+        score, strength, L∞, PSNR and whether the reference matched, per face). EXIF/GPS/XMP
+        are stripped. Neither the image nor the reference is kept or logged.
         """
         from .engine import OUTPUT_FORMATS
 
@@ -148,31 +155,47 @@ def create_app(config: ServeConfig | None = None):
         if level is not None:
             if strength is not None:
                 raise ConfigError("both level and strength given", hint=_QUERY_HINT)
-            strength = get_level(level).strength
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if not media.startswith("image/"):
-            raise UnsupportedMediaTypeError(f"Content-Type {media or '(none)'!r} is not an image type")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > config.max_upload_bytes:
-            raise PayloadTooLargeError(f"upload of {int(declared):,} bytes is over the "
-                                       f"{config.max_upload_bytes:,}-byte limit")
-        try:
-            data = await asyncio.wait_for(_read_body(request, config.max_upload_bytes),
-                                          max(0.0, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            raise RequestTimeoutError(f"the upload did not arrive within {config.timeout_s:g} s",
-                                      hint="send the whole file at once, or a smaller file") from None
+            strength = _level_strength(config, level)
+        media, data = await _read_upload(request, config, deadline)
+        reference = None
+        if media == MULTIPART:
+            parts = await file_parts(data, request.headers, {"image": 1, "reference": 1})
+            if "image" not in parts:
+                raise BadRequestError("the multipart body has no 'image' part",
+                                      hint="curl -F image=@photo.jpg [-F reference=@me.npz] URL")
+            data, reference = parts["image"][0], (parts.get("reference") or [None])[0]
         engine = request.app.state.engine
         result = await engine.cloak(data, strength=strength, fmt=OUTPUT_FORMATS[format] if format else None,
-                                    quality=quality or config.default_quality, deadline=deadline)
+                                    quality=quality or config.default_quality, deadline=deadline,
+                                    reference=reference)
         request.app.state.metrics.images.inc()
         request.app.state.metrics.faces.inc(len(result.faces))
         report = [{"box": [round(v, 1) for v in f.box], "score": round(f.score, 3), "strength": f.strength,
-                   "linf": round(f.linf, 2), "psnr_crop": round(f.psnr_crop, 2)} for f in result.faces]
+                   "linf": round(f.linf, 2), "psnr_crop": round(f.psnr_crop, 2), "reference": f.reference}
+                  for f in result.faces]
         return Response(result.body, media_type=result.media_type, headers={
             "X-NullSwap-Faces": str(len(result.faces)),
             "X-NullSwap-Report": json.dumps(report, separators=(",", ":")),
             "Cache-Control": "no-store"})
+
+    @app.post("/v1/reference", responses={200: {"content": {"application/octet-stream": {}}}})
+    async def reference(request: Request):
+        """An identity reference for ``POST /v1/cloak`` from other photos of the person:
+        multipart/form-data with 1 to ``max_reference_photos`` file parts ``photo`` (2-5
+        photos not being published; one measured no gain). Returns the .npz (embeddings
+        only, no pixels; the same file as ``nullswap reference``); ``X-NullSwap-Photos``
+        says how many photos gave a face. Only on a per-image model (``--level max``)."""
+        deadline = time.monotonic() + config.timeout_s
+        _check_key(request, config.api_key)
+        _, data = await _read_upload(request, config, deadline, multipart_only=True)
+        photos = (await file_parts(data, request.headers, {"photo": config.max_reference_photos})).get("photo")
+        if not photos:
+            raise BadRequestError("the multipart body has no 'photo' part",
+                                  hint="curl -F photo=@me_1.jpg -F photo=@me_2.jpg URL -o me.npz")
+        body, used = await request.app.state.engine.reference(photos, deadline=deadline)
+        return Response(body, media_type="application/octet-stream", headers={
+            "Content-Disposition": 'attachment; filename="reference.npz"',
+            "X-NullSwap-Photos": str(used), "Cache-Control": "no-store"})
 
     return app
 
@@ -187,6 +210,40 @@ def _check_key(request, key: str | None) -> None:
     # Constant time: the comparison takes as long whatever prefix of the key was guessed.
     if not hmac.compare_digest(given.encode(), key.encode()):
         raise UnauthorizedError("missing or wrong API key")
+
+
+def _level_strength(config: ServeConfig, name: str) -> float:
+    """The strength of level ``name`` if this service runs that level's model, else 422."""
+    lv = get_level(name)
+    served = get_level(config.level).model if config.level else None
+    if lv.model != served:
+        runs = f"level {config.level!r}" if served else f"model {config.model!r}" if config.model else "the network"
+        raise ConfigError(f"level {name!r} runs {lv.model or 'the network'}; this service runs {runs}",
+                          hint="levels low|mid|high need a network service (the default); level max one "
+                               "started with `nullswap serve --level max`")
+    return lv.strength
+
+
+async def _read_upload(request, config: ServeConfig, deadline: float, multipart_only: bool = False):
+    """(media type, body bytes): the Content-Type checked, the body read under the size limit
+    and the deadline."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != MULTIPART and (multipart_only or not media.startswith("image/")):
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media or '(none)'!r} is not {'multipart/form-data' if multipart_only else 'an image type'}",
+            hint="send the photos as multipart/form-data (curl -F photo=@me_1.jpg -F photo=@me_2.jpg)"
+            if multipart_only else None)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > config.max_upload_bytes:
+        raise PayloadTooLargeError(f"upload of {int(declared):,} bytes is over the "
+                                   f"{config.max_upload_bytes:,}-byte limit")
+    try:
+        data = await asyncio.wait_for(_read_body(request, config.max_upload_bytes),
+                                      max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(f"the upload did not arrive within {config.timeout_s:g} s",
+                                  hint="send the whole file at once, or a smaller file") from None
+    return media, data
 
 
 async def _read_body(request, limit: int) -> bytes:

@@ -64,10 +64,11 @@ class CloakEngine:
         c = self.config
         cloakers = queue.SimpleQueue()
         for _ in range(c.workers):
-            cloakers.put(Cloaker.from_pretrained(c.model, device=c.device, min_face_size=c.min_face_size,
-                                                 **dict(c.overrides)))
+            cloakers.put(Cloaker.from_pretrained(c.model, device=c.device, level=c.level,
+                                                 min_face_size=c.min_face_size, **dict(c.overrides)))
         first = cloakers.get()
-        self.description = {"model": first.method.name, "cloaker": repr(first), "workers": c.workers}
+        self.description = {"model": first.method.name, "cloaker": repr(first), "workers": c.workers,
+                            "level": c.level, "references": callable(getattr(first.method, "embed_reference", None))}
         cloakers.put(first)
         self._cloakers = cloakers
         self._executor = ThreadPoolExecutor(max_workers=c.workers, thread_name_prefix="nullswap-cloak")
@@ -100,8 +101,18 @@ class CloakEngine:
 
     # -- requests ---------------------------------------------------------------------------
     async def cloak(self, data: bytes, *, strength: float | None, fmt: str | None, quality: int,
-                    deadline: float) -> CloakResult:
-        """Cloak encoded image ``data``; ``deadline`` is a ``time.monotonic()`` value."""
+                    deadline: float, reference: bytes | None = None) -> CloakResult:
+        """Cloak encoded image ``data``; ``deadline`` is a ``time.monotonic()`` value;
+        ``reference``: a saved identity reference (.npz bytes) for per-image models."""
+        return await self._submit(self._work, deadline, data, strength, fmt, quality, reference)
+
+    async def reference(self, photos: list[bytes], *, deadline: float) -> tuple[bytes, int]:
+        """An identity reference (.npz bytes) from encoded ``photos`` of one person, and how
+        many of them gave a face."""
+        return await self._submit(self._reference, deadline, photos)
+
+    async def _submit(self, work, deadline: float, *args):
+        """Run ``work(*args, deadline)`` on a worker under admission control and ``deadline``."""
         if not self.ready:
             raise NotReadyError("the model failed to load" if self.error else
                                 "shutting down" if self.closing else "the model is still loading")
@@ -110,7 +121,7 @@ class CloakEngine:
             raise OverloadedError(f"{self._admitted} requests in flight (limit {limit})")
         self._admitted += 1
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, self._work, data, strength, fmt, quality, deadline)
+        fut = loop.run_in_executor(self._executor, work, *args, deadline)
         fut.add_done_callback(self._release)
         try:
             return await asyncio.wait_for(asyncio.shield(fut), max(0.0, deadline - time.monotonic()))
@@ -122,7 +133,8 @@ class CloakEngine:
         if not fut.cancelled() and fut.exception() is not None:
             fut.exception()  # retrieved: no "exception was never retrieved" noise after a timeout
 
-    def _work(self, data: bytes, strength, fmt, quality, deadline) -> CloakResult:
+    def _work(self, data: bytes, strength, fmt, quality, reference, deadline) -> CloakResult:
+        from ..cloakers.reference import IdentityReference
         from ..imageio import encode_image, load_image
 
         if time.monotonic() > deadline:  # its client was already answered 503
@@ -131,12 +143,28 @@ class CloakEngine:
         out_fmt = fmt or (img.format if img.format in MEDIA_TYPES else "PNG")  # GIF, PPM, ... → PNG
         if out_fmt not in MEDIA_TYPES:
             raise ConfigError(f"unknown output format {fmt!r}", hint=f"one of {sorted(OUTPUT_FORMATS)}")
+        ref = None if reference is None else IdentityReference.from_bytes(reference, name="the 'reference' part")
         cloaker = self._cloakers.get()
         try:
-            out, faces = cloaker.cloak(img.rgb, return_faces=True, strength=strength)
+            # ConfigError (422) for a reference the model cannot use (the network, other surrogates)
+            out, faces = cloaker.cloak(img.rgb, return_faces=True, strength=strength, reference=ref)
         finally:
             self._cloakers.put(cloaker)
         # Metadata policy: EXIF (GPS), XMP and comments are never written back; the ICC
         # colour profile is kept (colours, not personal data).
         body = encode_image(out, out_fmt, quality=quality, alpha=img.alpha, icc_profile=img.icc_profile)
         return CloakResult(body=body, format=out_fmt, faces=faces, size=(out.shape[1], out.shape[0]))
+
+    def _reference(self, photos: list[bytes], deadline) -> tuple[bytes, int]:
+        from ..imageio import load_image
+
+        if time.monotonic() > deadline:
+            raise RequestTimeoutError("dropped: waited past its deadline")
+        rgbs = [load_image(p, max_pixels=self.config.max_pixels, name=f"reference photo #{i + 1}").rgb
+                for i, p in enumerate(photos)]
+        cloaker = self._cloakers.get()
+        try:
+            ref = cloaker.reference(rgbs)  # ConfigError for the network, NoFaceError when no photo has a face
+        finally:
+            self._cloakers.put(cloaker)
+        return ref.to_bytes(), ref.photos

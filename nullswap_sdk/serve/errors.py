@@ -10,7 +10,7 @@ from ..errors import (
     UnsupportedImageError,
 )
 
-__all__ = ["ServiceError", "PayloadTooLargeError", "UnsupportedMediaTypeError", "UnauthorizedError",
+__all__ = ["ServiceError", "BadRequestError", "PayloadTooLargeError", "UnsupportedMediaTypeError", "UnauthorizedError",
            "OverloadedError", "NotReadyError", "RequestTimeoutError", "status_of", "error_body"]
 
 
@@ -20,6 +20,13 @@ class ServiceError(NullSwapError):
     status = 400
 
 
+class BadRequestError(ServiceError):
+    """A malformed request body (e.g. a multipart form without its image part)."""
+
+    status = 400
+    default_hint = "check the request body against the route's description (README 'HTTP service')"
+
+
 class PayloadTooLargeError(ServiceError):
     status = 413
     default_hint = "send a smaller file (downscale or recompress it)"
@@ -27,7 +34,8 @@ class PayloadTooLargeError(ServiceError):
 
 class UnsupportedMediaTypeError(ServiceError):
     status = 415
-    default_hint = "send the raw image bytes with Content-Type: image/jpeg (or image/png, image/webp, ...)"
+    default_hint = ("send the raw image bytes with Content-Type: image/jpeg (or image/png, image/webp, ...), "
+                    "or a multipart/form-data body (curl -F image=@photo.jpg)")
 
 
 class UnauthorizedError(ServiceError):

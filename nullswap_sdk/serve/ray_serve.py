@@ -54,7 +54,7 @@ def build(args: Mapping[str, str]):
     """Application builder for ``serve run nullswap_sdk.serve.ray_serve:build key=value ...``.
 
     Keys: the ``ServeConfig`` fields (workers, max_queue, max_upload_bytes, max_pixels,
-    timeout_s, model, min_face_size, device) plus replicas, max_replicas, gpus_per_replica.
+    timeout_s, max_reference_photos, model, level, min_face_size, device) plus replicas, max_replicas, gpus_per_replica.
     The API key comes from ``NULLSWAP_API_KEY`` in the replicas' environment.
     """
     import dataclasses
