@@ -197,6 +197,8 @@ RECIPES: dict[str, Recipe] = {
                                                    "max's)", **{**_SDK3, "psnr_floor": 42.4}, grad_blur=1.0),
     "pgd-42-lum-tex-drop90-l2-sdk3-ti2": _pgd("level max (sdk3), gradient smoothed (TI, Gaussian σ 2 px)", **_SDK3,
                                               grad_blur=2.0),
+    # Session 19: smoother (SSIM@256 +0.003) but every black-box cosine higher at 0.2 dB more
+    # face-box energy: a loser; σ 1 stays in level max.
     "pgd-42-lum-tex-drop90-l2-sdk3-ti2-f424": _pgd("level max (TI σ 2 px instead of 1, crop floor 42.4 dB)",
                                                    **{**_SDK3_TI, "grad_blur": 2.0}),
     # ILA: the first 20 steps as level max, then the middle conv's feature shift is the guide
