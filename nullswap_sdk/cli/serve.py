@@ -56,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.ray and (args.replicas != 1 or args.max_replicas is not None):
         raise ConfigError("--replicas/--max-replicas only apply with --ray", hint="add --ray, or drop them")
+    timeout = args.timeout if args.timeout is not None else MAX_LEVEL_TIMEOUT_S if args.level == "max" else 30.0
     config = ServeConfig(
         model=args.model, level=args.level, min_face_size=args.min_face, overrides=parse_overrides(args),
         workers=args.workers, max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 2**20),
-        max_pixels=int(args.max_pixels),
-        timeout_s=args.timeout if args.timeout is not None else MAX_LEVEL_TIMEOUT_S if args.level == "max" else 30.0, api_key=ServeConfig.api_key_from_env())
+        max_pixels=int(args.max_pixels), timeout_s=timeout, api_key=ServeConfig.api_key_from_env())
     if args.ray:
         from ..serve.ray_serve import run as run_ray_serve
 
