@@ -208,7 +208,7 @@ RECIPES: dict[str, Recipe] = {
                                               feature_weight=1.0, feature_depth=0.5, feature_mode="ila"),
     # Look-alike targets (session 16): level max also pulled toward the pool faces most like
     # the face (UTKFace: in no gallery), one face or the mean of eight. near1 lost on every
-    # black-box judge (RESULTS "Session 16"); near8 was not run.
+    # black-box judge (RESULTS "Session 16"), near8 too (faceres 0.43 -> 0.60, "Session 19").
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-near1": _pgd("level max (TI, 42.4), also pulled toward the most alike of "
                                                          "512 UTKFace faces (weight 1)", **_SDK3_TI,
                                                          target_pool=TARGET_POOL_512, target_choice="near"),
