@@ -260,3 +260,42 @@ def test_stochastic_ensemble_steps_attack_the_drawn_surrogates_and_score_all(lfw
     for bad in (-1, 3):
         with pytest.raises(ConfigError):
             PGDConfig(recognisers=("sface", "facenet"), surrogates_per_step=bad)
+
+
+def test_pgd_nesterov_takes_each_gradient_at_the_look_ahead_point(lfw_rgb):
+    """``nesterov``: step 0 is the plain step (no momentum yet); step 1's gradient is taken at
+    δ1 − step·μ·unit(g) = (1 + μ)·δ1 here (no bound binds: wide L∞, 0.95 of the PSNR radius),
+    where plain PGD takes it at δ1; the result still respects the floor and fools the surrogate."""
+    import cv2
+
+    from nullswap_sdk.cloakers.pgd import PGDCloaker, PGDConfig
+    from nullswap_sdk.errors import ModelNotFoundError
+
+    kw = dict(recognisers=("sface",), steps=4, eps=64.0, psnr_floor=40.0, norm="l2", momentum=0.9, step_size=0.5)
+    try:
+        plain, ahead = PGDCloaker(PGDConfig(**kw)), PGDCloaker(PGDConfig(nesterov=True, **kw))
+    except ModelNotFoundError as e:
+        pytest.skip(e.message)
+    h, w = lfw_rgb.shape[:2]
+    crops = cv2.resize(lfw_rgb[h // 8:h - h // 8, w // 8:w - w // 8], (256, 256), interpolation=cv2.INTER_AREA)[None]
+    x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    seen = {}
+    for name, pgd in (("plain", plain), ("ahead", ahead)):
+        inputs, embed = [], pgd._embed
+
+        def recording(k, xx, *a, _inputs=inputs, _embed=embed, **kw2):
+            if xx.requires_grad:
+                _inputs.append((xx - x).detach())
+            return _embed(k, xx, *a, **kw2)
+
+        pgd._embed = recording
+        d = pgd.perturb(crops)
+        seen[name] = inputs
+        assert float(np.mean(d.astype(np.float64) ** 2)) <= 255.0 ** 2 / 10 ** 4.0 * 1.001
+        assert pgd.last_stats["loss"][0] < 0.6  # clean: 1.0
+    p, a = seen["plain"], seen["ahead"]
+    assert len(p) == len(a) == 4
+    assert torch.allclose(p[0], a[0]) and float(p[0].abs().max()) == 0.0  # both start at δ = 0
+    d1, look = p[1].flatten(), a[1].flatten()
+    assert float(torch.nn.functional.cosine_similarity(d1, look, dim=0)) > 0.99  # pixel-range clipping aside
+    assert float(look.norm() / d1.norm()) == pytest.approx(1.9, abs=0.05)

@@ -223,6 +223,11 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-softmax": _pgd("level max, surrogates weighted by softmax(cosine / 0.1): "
                                                            "the step goes to those still recognising the face",
                                                            **_SDK3_TI, ensemble="softmax", ensemble_temperature=0.1),
+    # Free step levers (session 19): the same cost as level max.
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-nag": _pgd("level max with Nesterov look-ahead gradients (NI-FGSM)",
+                                                       **_SDK3_TI, nesterov=True),
+    "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-step15": _pgd("level max with L2 steps of 0.15 of the floor's radius "
+                                                          "(default 3 / 40 = 0.075)", **_SDK3_TI, step_size=0.15),
     "pgd-38-ti": _pgd("pgd-38, gradient smoothed (TI, σ 1.5 px)", grad_blur=1.5),
     "pgd-38-lum-ti": _pgd("pgd-38-lum, gradient smoothed (TI, σ 1.5 px)", luminance=True, grad_blur=1.5),
     "pgd-36-lum-tex-jpeg": _pgd("pgd-38-lum-tex-jpeg at a 36 dB crop floor, L∞ 14", psnr_floor=36.0, eps=14.0,

@@ -52,6 +52,9 @@ class PGDConfig:
     norm: str = "linf"
     psnr_floor: float = 41.0  # dB on the masked crop; the photo's face box lands close to it
     momentum: float = 0.9
+    # Nesterov look-ahead (NI-FGSM, Lin et al. 2020): each gradient is taken where the momentum
+    # is about to carry the iterate, not where it is — the same cost, a transfer lever.
+    nesterov: bool = False
     eot_samples: int = 1  # random alignments/degradations per step, beside the exact one
     eot: EOTConfig = field(default_factory=EOTConfig)
     # Transfer levers (DESIGN.md §4; each measured in the transfer lab, training/lab.py):
@@ -424,7 +427,12 @@ class PGDCloaker:
             active = None
             if c.surrogates_per_step and it < c.steps:
                 active = torch.randperm(len(refs), generator=gen)[:c.surrogates_per_step].tolist()
-            terms = self._loss(x + delta.expand_as(x), refs, gen, drops if it < c.steps else None, targets, active,
+            at = delta
+            if c.nesterov and it < c.steps:  # the point momentum alone would step to (delta at step 0)
+                with torch.no_grad():
+                    at = project(delta - step * c.momentum * (_unit(g) if c.norm == "l2" else g.sign() * mask))
+                at.requires_grad_(True)
+            terms = self._loss(x + at.expand_as(x), refs, gen, drops if it < c.steps else None, targets, active,
                                reduce=False)
             loss = terms.mean(0)
             with torch.no_grad():
@@ -432,11 +440,11 @@ class PGDCloaker:
                 # So are losses over a subset of the surrogates.
                 improved = loss.detach() < best_loss if ((not any(drops) and active is None) or it == c.steps) else \
                     torch.zeros_like(best_loss, dtype=torch.bool)
-                best[improved] = delta.detach()[improved]
+                best[improved] = at.detach()[improved]  # a projected perturbation either way
                 best_loss = torch.where(improved, loss.detach(), best_loss)
             if it == c.steps:
                 break  # the final iterate is scored, not stepped
-            grad = self._ensemble_grad(terms, delta)
+            grad = self._ensemble_grad(terms, at)
             with torch.no_grad():
                 if c.grad_blur > 0:
                     grad = gaussian_blur_torch(grad, torch.full((grad.shape[0],), c.grad_blur))
