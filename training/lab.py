@@ -223,7 +223,8 @@ RECIPES: dict[str, Recipe] = {
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-softmax": _pgd("level max, surrogates weighted by softmax(cosine / 0.1): "
                                                            "the step goes to those still recognising the face",
                                                            **_SDK3_TI, ensemble="softmax", ensemble_temperature=0.1),
-    # Free step levers (session 19): the same cost as level max.
+    # Free step levers (session 19): the same cost as level max. Both tie (step15 confirmed on
+    # 50 probes in session 20: faceres hid 3 / revealed 0, dlib 1 / 3); neither is in a level.
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-nag": _pgd("level max with Nesterov look-ahead gradients (NI-FGSM)",
                                                        **_SDK3_TI, nesterov=True),
     "pgd-42-lum-tex-drop90-l2-sdk3-ti1-f424-step15": _pgd("level max with L2 steps of 0.15 of the floor's radius "
